@@ -1,0 +1,3 @@
+from batchmap.cli import main
+
+main()

@@ -1,0 +1,187 @@
+"""The operations the CLI offers, as plain functions over a job database.
+
+Each one opens what it needs, does one thing and returns data; the CLI only shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from batchmap.fetch import make_client
+from batchmap.files import Layout, heatmap_path, remove_file, remove_partials
+from batchmap.ids import IdSource
+from batchmap.lock import JobLock
+from batchmap.models import JobState, LoadStats
+from batchmap.pacer import Pacer
+from batchmap.runner import Runner, RunSettings, Tally
+from batchmap.store import Store
+
+log = logging.getLogger("batchmap")
+
+DEFAULT_OUT = Path("heatmaps")
+DEFAULT_BASE_URL = "https://backend.identifai.net"
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """Everything a run needs besides the job table."""
+
+    api_key: str
+    base_url: str = DEFAULT_BASE_URL
+    out: Path | None = None
+    layout: Layout | None = None
+    concurrency: int = 8
+    max_rate: float | None = None
+    max_attempts: int = 5
+    timeout: float = 30.0
+    retry_failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended and the table's counts afterwards."""
+
+    tally: Tally
+    counts: dict[JobState, int]
+    interrupted: bool
+    elapsed: float
+
+    @property
+    def exit_code(self) -> int:
+        """PRODUCT.md: 130 interrupted, 1 some rows failed, 0 all done or no_heatmap."""
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        unfinished = self.counts[JobState.PENDING] + self.counts[JobState.RUNNING]
+        return EXIT_FAILED if self.counts[JobState.FAILED] or unfinished else EXIT_OK
+
+
+Tick = Callable[[Runner, dict[JobState, int]], None]
+
+
+def load_csv(db_path: Path, csv_path: Path, *, column: str | None = None) -> LoadStats:
+    """Add the identifiers of a CSV to the job table; finished rows are never touched."""
+    source = IdSource(csv_path, column=column)
+    store = Store(db_path)
+    try:
+        seen, added = store.load_ids(source)
+    finally:
+        store.close()
+    return LoadStats(read=seen, added=added, duplicates=seen - added, blank=source.blank)
+
+
+def fetch_all(
+    db_path: Path, options: FetchOptions, *, on_tick: Tick | None = None, tick_every: float = 0.5
+) -> RunResult:
+    """Fetch every unfinished row, holding the job lock for the whole run."""
+    warn_if_plain_http(options.base_url)
+    store = Store(db_path, create=False)
+    try:
+        with JobLock(db_path):
+            settings = _settings(store, options)
+            _recover(store, settings)
+            if options.retry_failed:
+                store.retry_failed()
+            pacer = Pacer(max_rate=options.max_rate)
+            saved = store.get_meta("pacer")
+            if isinstance(saved, dict):
+                pacer.restore(saved)
+            return asyncio.run(_run(store, pacer, settings, options, on_tick, tick_every))
+    finally:
+        store.close()
+
+
+def _settings(store: Store, options: FetchOptions) -> RunSettings:
+    # The first run's --out and --layout stick to the database, so `resume` finds its files.
+    out = options.out or Path(store.get_meta("out") or DEFAULT_OUT)
+    layout = options.layout or Layout(store.get_meta("layout") or Layout.SHARDED)
+    store.set_meta("out", str(out.absolute()))
+    store.set_meta("layout", layout.value)
+    return RunSettings(
+        out=out.absolute(),
+        layout=layout,
+        concurrency=options.concurrency,
+        max_attempts=options.max_attempts,
+        timeout=options.timeout,
+    )
+
+
+def _recover(store: Store, settings: RunSettings) -> None:
+    """Undo what a killed run left: `running` rows, their possibly written files, partials."""
+    for job in store.recover():
+        # Such a file may be complete but is unrecorded: drop it, the row is fetched again.
+        remove_file(heatmap_path(settings.out, job.identifier, layout=settings.layout))
+    removed = remove_partials(settings.out)
+    if removed:
+        log.info("removed %d partial file(s) left by an interrupted run", removed)
+
+
+async def _run(
+    store: Store,
+    pacer: Pacer,
+    settings: RunSettings,
+    options: FetchOptions,
+    on_tick: Tick | None,
+    tick_every: float,
+) -> RunResult:
+    client = make_client(
+        options.base_url,
+        api_key=options.api_key,
+        timeout=options.timeout,
+        concurrency=options.concurrency,
+    )
+    async with client:
+        runner = Runner(store, client, pacer, settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.stop.request)
+        base_counts = store.counts()
+        ticker = asyncio.create_task(_tick(runner, base_counts, on_tick, tick_every))
+        try:
+            tally = await runner.run()
+        finally:
+            ticker.cancel()
+            store.set_meta("pacer", pacer.state())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    return RunResult(
+        tally=tally,
+        counts=store.counts(),
+        interrupted=runner.stop.graceful.is_set(),
+        elapsed=runner.clock() - tally.started_at,
+    )
+
+
+async def _tick(
+    runner: Runner, base_counts: dict[JobState, int], on_tick: Tick | None, every: float
+) -> None:
+    saved: dict[str, object] = {}
+    while True:
+        state = runner.pacer.state()
+        if state != saved:
+            runner.store.set_meta("pacer", state)  # a server-imposed pause survives a restart
+            saved = state
+        if on_tick is not None:
+            on_tick(runner, base_counts)
+        await asyncio.sleep(every)
+
+
+def warn_if_plain_http(base_url: str) -> None:
+    """The key travels in a header: say so when it would cross a network unencrypted."""
+    url = httpx.URL(base_url)
+    if url.scheme != "http":
+        return
+    try:
+        loopback = ipaddress.ip_address(url.host).is_loopback
+    except ValueError:
+        loopback = url.host == "localhost"
+    if not loopback:
+        log.warning("warning: %s uses plain http; the API key would travel unencrypted", url.host)

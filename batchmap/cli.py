@@ -1,0 +1,393 @@
+"""Click commands only: parse options, call one function of batchmap.app, show the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from batchmap import __version__, app
+from batchmap.errors import BatchmapError
+from batchmap.files import Layout
+from batchmap.models import JobState, LoadStats
+from batchmap.progress import Mode, ProgressView, duration
+from batchmap.report import Format, export, status_facts
+from batchmap.store import Store
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("batchmap")
+
+
+class BatchmapGroup(click.Group):
+    """Turns batchmap's own errors into one line and PRODUCT.md's exit codes, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatchmapError as error:
+            _fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", app.EXIT_INTERRUPTED)
+        except OSError as error:
+            _fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), 1)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"batchmap: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _setup_logging(quiet: bool, verbose: int) -> None:
+    # -q and -v map to levels here and nowhere else.
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # httpx logs one INFO line per request; only -vv wants that. It never logs headers.
+    logging.getLogger("httpx").setLevel(logging.INFO if verbose > 1 else logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("batchmap.db"),
+        envvar="BATCHMAP_DB",
+        show_default=True,
+        help="The job database (SQLite).",
+    )(func)
+
+
+def column_option(func: F) -> F:
+    return click.option(
+        "--column", default=None, help="CSV column holding identifiers (default: auto-detect)."
+    )(func)
+
+
+def verbosity_options(func: F) -> F:
+    func = click.option("--quiet", "-q", is_flag=True, help="Only errors and the final summary.")(
+        func
+    )
+    return click.option("--verbose", "-v", count=True, help="More detail; -vv logs each request.")(
+        func
+    )
+
+
+def fetch_options(func: F) -> F:
+    """The options of `run` and `resume`."""
+    decorators = [
+        click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Where heatmaps go (default: heatmaps/, or the first run's choice).",
+        ),
+        click.option(
+            "--layout",
+            type=click.Choice([m.value for m in Layout]),
+            default=None,
+            help="sharded: OUT/ab/ID.png (default); flat: OUT/ID.png.",
+        ),
+        click.option(
+            "--api-key",
+            envvar="IDENTIFAI_API_KEY",
+            default=None,
+            show_envvar=True,
+            help="identifAI API key; prefer the environment variable.",
+        ),
+        click.option(
+            "--base-url",
+            envvar="IDENTIFAI_BASE_URL",
+            default=app.DEFAULT_BASE_URL,
+            show_default=True,
+            show_envvar=True,
+            help="API origin.",
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 256),
+            default=8,
+            show_default=True,
+            envvar="BATCHMAP_CONCURRENCY",
+            help="Requests in flight at most.",
+        ),
+        click.option(
+            "--max-rate",
+            type=click.FloatRange(0.01, None),
+            default=None,
+            envvar="BATCHMAP_MAX_RATE",
+            help="Ceiling on request starts per second (default: learn the server's).",
+        ),
+        click.option(
+            "--max-attempts",
+            type=click.IntRange(1, 100),
+            default=5,
+            show_default=True,
+            help="Tries per identifier for transient errors (5xx, timeouts, resets).",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0.1, None),
+            default=30.0,
+            show_default=True,
+            help="Seconds allowed for one request, in total.",
+        ),
+        click.option(
+            "--progress-every",
+            type=click.FloatRange(0.1, None),
+            default=10.0,
+            hidden=True,
+            help="Seconds between plain progress lines.",
+        ),
+        db_option,
+        verbosity_options,
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+@click.group(cls=BatchmapGroup)
+@click.version_option(__version__, prog_name="batchmap")
+def cli() -> None:
+    """Download identifAI AI-heatmaps in bulk: paced, resumable, crash-safe."""
+
+
+@cli.command()
+@click.argument("ids_csv", type=click.Path(path_type=Path))
+@db_option
+@column_option
+@verbosity_options
+def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int) -> None:
+    """Load IDS_CSV into the job table and say what was added; fetch nothing."""
+    _setup_logging(quiet, verbose)
+    _show_load(ids_csv, app.load_csv(db, ids_csv, column=column))
+
+
+@cli.command()
+@click.argument("ids_csv", type=click.Path(path_type=Path))
+@column_option
+@fetch_options
+def run(ids_csv: Path, column: str | None, db: Path, **options: Any) -> None:
+    """Load IDS_CSV, then fetch every identifier not finished."""
+    _setup_logging(options["quiet"], options["verbose"])
+    _require_key(options)
+    _show_load(ids_csv, app.load_csv(db, ids_csv, column=column))
+    _fetch(db, options, retry_failed=False)
+
+
+@cli.command()
+@click.option("--retry-failed", is_flag=True, help="Also retry rows that ended failed.")
+@fetch_options
+def resume(retry_failed: bool, db: Path, **options: Any) -> None:
+    """Continue the job table where it stopped (no CSV needed)."""
+    _setup_logging(options["quiet"], options["verbose"])
+    _require_key(options)
+    _fetch(db, options, retry_failed=retry_failed)
+
+
+@cli.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(db: Path, as_json: bool) -> None:
+    """Counts per state and HTTP status, frequent errors, last activity, any pause."""
+    store = Store(db, create=False)
+    try:
+        facts = status_facts(store)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+    else:
+        _show_status(facts)
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in Format]),
+    default="csv",
+    show_default=True,
+)
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in JobState]),
+    default=None,
+    help="Only rows in this state.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here instead of standard output.",
+)
+def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
+    """One record per identifier: csv, json, jsonl or a self-contained html page."""
+    store = Store(db, create=False)
+    try:
+        kwargs: dict[str, Any] = {"fmt": Format(fmt), "state": JobState(state) if state else None}
+        if output is None:
+            export(store, sys.stdout, **kwargs)
+            return
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            count = export(store, handle, report_dir=output.parent, **kwargs)
+        click.echo(f"wrote {count} rows to {output}", err=True)
+    finally:
+        store.close()
+
+
+def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:
+    limits = []
+    for value in values:
+        count, _, seconds = value.partition("/")
+        try:
+            limits.append((int(count), float(seconds)))
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected COUNT/SECONDS, like 60/60") from None
+    return tuple(limits)
+
+
+@cli.command("fake-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--valid-key", default="demo-key", show_default=True)
+@click.option(
+    "--forbidden-key",
+    default="forbidden-key",
+    show_default=True,
+    help="A key that gets 403 (terms of service not accepted).",
+)
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    callback=_parse_limit,
+    help="Fixed-window limit COUNT/SECONDS, repeatable [default: 2/1 and 60/60].",
+)
+@click.option("--no-limits", is_flag=True, help="No fixed-window rate limit at all.")
+@click.option(
+    "--no-rate-headers",
+    "rate_headers",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Send no Retry-After or X-RateLimit-*.",
+)
+@click.option("--leaky-rate", type=float, default=None, help="Also a leaky bucket: requests/s.")
+@click.option("--leaky-burst", type=int, default=1, show_default=True)
+@click.option("--error-rate", type=float, default=0.0, help="Share of answers that are 503.")
+@click.option("--latency", type=float, default=0.0, help="Seconds added to every answer.")
+@click.option("--drop-rate", type=float, default=0.0, help="Share of connections dropped.")
+@click.option("--truncate-rate", type=float, default=0.0, help="Share of PNGs cut in half.")
+@click.option("--not-png-rate", type=float, default=0.0, help="Share of 200s that are HTML.")
+@click.option("--redirect-to", default=None, help="Answer every request 302 to this origin.")
+@click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
+def fake_server(
+    host: str, port: int, limits: tuple[tuple[int, float], ...], no_limits: bool, **options: Any
+) -> None:
+    """A local identifAI stand-in for demos, rehearsals and tests."""
+    from batchmap.fakeserver import FakeConfig, serve
+
+    if not limits:
+        limits = () if no_limits else FakeConfig().limits
+    serve(FakeConfig(limits=limits, **options), host=host, port=port)
+
+
+def _require_key(options: dict[str, Any]) -> None:
+    if not options.get("api_key"):
+        raise click.UsageError("no API key: pass --api-key or set IDENTIFAI_API_KEY")
+
+
+def _show_load(ids_csv: Path, stats: LoadStats) -> None:
+    log.info(
+        "loaded %s: %d identifiers read, %d added, %d already known or duplicate, %d blank",
+        ids_csv,
+        stats.read,
+        stats.added,
+        stats.duplicates,
+        stats.blank,
+    )
+
+
+def _fetch(db: Path, options: dict[str, Any], *, retry_failed: bool) -> None:
+    fetch = app.FetchOptions(
+        api_key=options["api_key"],
+        base_url=options["base_url"],
+        out=options["out"],
+        layout=Layout(options["layout"]) if options["layout"] else None,
+        concurrency=options["concurrency"],
+        max_rate=options["max_rate"],
+        max_attempts=options["max_attempts"],
+        timeout=options["timeout"],
+        retry_failed=retry_failed,
+    )
+    mode = Mode.QUIET if options["quiet"] else Mode.LIVE if sys.stderr.isatty() else Mode.PLAIN
+    view = ProgressView(mode, every=options["progress_every"])
+    try:
+        result = app.fetch_all(db, fetch, on_tick=view)
+    finally:
+        view.close()
+    _show_summary(result)
+    sys.exit(result.exit_code)
+
+
+def _show_summary(result: app.RunResult) -> None:
+    counts, tally = result.counts, result.tally
+    table = Table(
+        title=f"batchmap: run {'interrupted' if result.interrupted else 'finished'} "
+        f"after {duration(result.elapsed)}"
+    )
+    table.add_column("state")
+    table.add_column("rows", justify="right")
+    table.add_column("this run", justify="right")
+    for state in JobState:
+        if state is not JobState.RUNNING:
+            table.add_row(state.value, str(counts[state]), str(tally.finished[state]))
+    console = Console(stderr=False)
+    console.print(table)
+    console.print(
+        f"{tally.requests} requests, {tally.retries} retries scheduled, "
+        f"{tally.rate_limited} answered 429",
+        highlight=False,
+    )
+    if result.interrupted:
+        console.print("Stopped: unfinished rows are pending again; `batchmap resume` continues.")
+    elif counts[JobState.FAILED]:
+        console.print(
+            "Some rows failed: `batchmap report --state failed`; "
+            "`batchmap resume --retry-failed` tries them again."
+        )
+
+
+def _show_status(facts: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"{facts['database']}: {facts['total']} identifiers")
+    table.add_column("state")
+    table.add_column("rows", justify="right")
+    for state, n in facts["counts"].items():
+        table.add_row(state, str(n))
+    console.print(table)
+    codes = ", ".join(f"{code}: {n}" for code, n in facts["http_status"].items())
+    console.print(f"HTTP status: {codes or 'none yet'}", highlight=False)
+    for entry in facts["top_errors"]:
+        console.print(f"  {entry['count']:>6} x {entry['error']}", highlight=False)
+    console.print(f"last activity: {facts['last_activity'] or 'never'}", highlight=False)
+    if facts["pause"]:
+        pause = facts["pause"]
+        console.print(
+            f"paused for {pause['seconds_left']}s more: {pause['reason']}", highlight=False
+        )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="batchmap")

@@ -1,0 +1,231 @@
+"""The asyncio worker pool: claim rows, pace, fetch, write, record; stop gracefully.
+
+Every worker waits its turn at one shared Pacer. Transient failures go to a retry heap with
+their backoff time rather than holding a worker asleep; a 429 puts its job straight back.
+Order of effects per heatmap: fetch -> durable file (files.write_atomic) -> `done` row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import backoff
+import httpx
+
+from batchmap.errors import AuthError
+from batchmap.fetch import fetch_heatmap
+from batchmap.files import Layout, heatmap_path, write_atomic
+from batchmap.models import Job, JobState, Outcome, Verdict
+from batchmap.pacer import Pacer
+from batchmap.policy import backoff_delay, stop_message
+from batchmap.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """How one run behaves (the CLI's options)."""
+
+    out: Path
+    layout: Layout = Layout.SHARDED
+    concurrency: int = 8
+    max_attempts: int = 5
+    timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class Tally:
+    """What this run did so far; the progress display reads it."""
+
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    finished: Counter[JobState] = field(default_factory=Counter)
+    started_at: float = 0.0
+    last_error: str | None = None
+
+
+class StopSignal:
+    """Ctrl-C/SIGTERM once: stop claiming, let in-flight requests end. Twice: abandon them."""
+
+    def __init__(self) -> None:
+        self.graceful = asyncio.Event()
+        self.force = asyncio.Event()
+
+    def request(self) -> None:
+        """Escalate one step."""
+        if self.graceful.is_set():
+            self.force.set()
+        self.graceful.set()
+
+
+class Runner:
+    """Fetches every pending row of a store with a pool of workers sharing one pacer."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: httpx.AsyncClient,
+        pacer: Pacer,
+        settings: RunSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[float], float] = backoff.full_jitter,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.pacer = pacer
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.jitter = jitter
+        self.tally = Tally()
+        self.stop = StopSignal()
+        self.auth_error: AuthError | None = None
+        self._ready: deque[Job] = deque()
+        self._retries: list[tuple[float, int, Job]] = []
+        self._in_flight: dict[int, Job] = {}
+        self._exhausted = False
+        self._wake = asyncio.Event()
+
+    async def run(self) -> Tally:
+        """Work until no row is left, a stop is requested, or the API refuses the key."""
+        self.tally.started_at = self.clock()
+        watcher = asyncio.create_task(self._wake_on_stop())
+        try:
+            await asyncio.gather(*(self._worker() for _ in range(self.settings.concurrency)))
+        finally:
+            watcher.cancel()
+            # Claimed rows nobody finished go back to pending: nothing is lost or left running.
+            leftover = [*self._ready, *(job for _, _, job in self._retries)]
+            self.store.release([*leftover, *self._in_flight.values()])
+            self._ready.clear()
+            self._retries.clear()
+        if self.auth_error is not None:
+            raise self.auth_error
+        return self.tally
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was requested or the run must end."""
+        return self.stop.graceful.is_set()
+
+    async def _wake_on_stop(self) -> None:
+        await self.stop.graceful.wait()
+        self._wake.set()
+
+    async def _worker(self) -> None:
+        while (job := await self._next_job()) is not None:
+            self._in_flight[job.rowid] = job
+            try:
+                await self._process(job)
+            finally:
+                self._wake.set()
+
+    async def _next_job(self) -> Job | None:
+        while not self.stopping:
+            now = self.clock()
+            if self._retries and self._retries[0][0] <= now:
+                return heapq.heappop(self._retries)[2]
+            if not self._ready and not self._exhausted:
+                claimed = self.store.claim(max(32, 4 * self.settings.concurrency))
+                self._exhausted = not claimed
+                self._ready.extend(claimed)
+            if self._ready:
+                return self._ready.popleft()
+            if not self._retries and not self._in_flight:
+                return None
+            # Wait for a retry to come due, or for another worker to finish or reschedule.
+            self._wake.clear()
+            await self._first_of(
+                self._wake.wait(), self.sleep(self._retries[0][0] - now) if self._retries else None
+            )
+        return None
+
+    async def _first_of(self, *waits: Awaitable[object] | None) -> None:
+        tasks = [asyncio.ensure_future(wait) for wait in waits if wait is not None]
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+    async def _process(self, job: Job) -> None:
+        turn = asyncio.ensure_future(self.pacer.wait_turn())
+        await self._first_of(turn, self.stop.graceful.wait())
+        if not turn.done():
+            turn.cancel()
+            return  # stopped while waiting its turn: released to pending by run()
+        sent_at = turn.result()
+        fetch = asyncio.ensure_future(
+            fetch_heatmap(self.client, job.identifier, timeout=self.settings.timeout)
+        )
+        await self._first_of(fetch, self.stop.force.wait())
+        if not fetch.done():
+            fetch.cancel()
+            return  # abandoned on a second Ctrl-C: released to pending by run()
+        outcome = fetch.result()
+        self.tally.requests += 1
+        if outcome.http_status is not None:
+            self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
+        await self._settle(job, outcome)
+
+    async def _settle(self, job: Job, outcome: Outcome) -> None:
+        attempts = job.attempts + 1
+        match outcome.verdict:
+            case Verdict.DONE:
+                path = heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
+                saved = await asyncio.to_thread(
+                    write_atomic, path, outcome.body, out=self.settings.out
+                )
+                self.store.record_done(job, saved, attempts=attempts)
+                self._finish(job, JobState.DONE)
+            case Verdict.NO_HEATMAP:
+                self.store.record_final(
+                    job, JobState.NO_HEATMAP, attempts=attempts, http_status=outcome.http_status
+                )
+                self._finish(job, JobState.NO_HEATMAP)
+            case Verdict.FAILED:
+                self._fail(job, outcome, attempts=attempts, retryable=False)
+            case Verdict.RETRY if attempts >= self.settings.max_attempts:
+                self._fail(job, outcome, attempts=attempts, retryable=True)
+            case Verdict.RETRY:
+                self.store.record_attempt(
+                    job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
+                )
+                delay = backoff_delay(attempts, jitter=self.jitter)
+                retry = Job(job.rowid, job.identifier, attempts)
+                heapq.heappush(self._retries, (self.clock() + delay, job.rowid, retry))
+                self.tally.retries += 1
+                self.tally.last_error = outcome.error
+                del self._in_flight[job.rowid]
+            case Verdict.RATE_LIMITED:
+                # Not the job's fault and not an attempt: first in line once the pause ends.
+                self.tally.rate_limited += 1
+                self._ready.appendleft(job)
+                del self._in_flight[job.rowid]
+            case Verdict.STOP:
+                # The key or account is refused: stop the whole run at once, touching no row.
+                self.auth_error = AuthError(stop_message(outcome.http_status or 401))
+                self.stop.graceful.set()
+                self.stop.force.set()
+
+    def _fail(self, job: Job, outcome: Outcome, *, attempts: int, retryable: bool) -> None:
+        self.store.record_final(
+            job,
+            JobState.FAILED,
+            attempts=attempts,
+            http_status=outcome.http_status,
+            error=outcome.error,
+            retryable=retryable,
+        )
+        self.tally.last_error = outcome.error
+        self._finish(job, JobState.FAILED)
+
+    def _finish(self, job: Job, state: JobState) -> None:
+        self.tally.finished[state] += 1
+        del self._in_flight[job.rowid]

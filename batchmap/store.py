@@ -1,0 +1,240 @@
+"""The job table: the only module that runs SQL.
+
+One SQLite file in WAL mode, one row per unique identifier. Every change is one short
+transaction, so a crash at any instant leaves a consistent table; rows a killed process left
+`running` go back to `pending` on the next start (see `recover`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from batchmap.errors import InputError
+from batchmap.models import Job, JobState, Saved
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    identifier  TEXT NOT NULL UNIQUE,
+    state       TEXT NOT NULL DEFAULT 'pending',
+    http_status INTEGER,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    path        TEXT,
+    bytes       INTEGER,
+    sha256      TEXT,
+    error       TEXT,
+    retryable   INTEGER,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+REPORT_COLUMNS = (
+    "identifier", "state", "http_status", "attempts", "path", "bytes", "sha256", "error",
+    "retryable", "created_at", "updated_at", "finished_at",
+)  # fmt: skip
+
+LOAD_BATCH = 20_000
+
+
+def now_iso() -> str:
+    """UTC timestamp as stored in the table: ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Store:
+    """The job table of one database file."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        if not create and not path.exists():
+            raise InputError(f"{path}: no such job database (run `batchmap load` or `run` first)")
+        try:
+            self.db = sqlite_utils.Database(path)
+            self.conn: sqlite3.Connection = self.db.conn
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode a committed transaction survives a process crash under NORMAL;
+            # a power cut may lose the last commits, which only makes rows be fetched again.
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            with self.conn:
+                self.conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise InputError(f"{path}: not a batchmap job database ({error})") from error
+        self.path = path
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load_ids(self, identifiers: Iterable[str]) -> tuple[int, int]:
+        """Insert new identifiers as `pending`, one transaction per batch; (seen, added)."""
+        seen = added = 0
+        stream = iter(identifiers)
+        while batch := list(islice(stream, LOAD_BATCH)):
+            stamp = now_iso()
+            before = self.conn.total_changes
+            with self.conn:
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO jobs (identifier, created_at) VALUES (?, ?)",
+                    ((identifier, stamp) for identifier in batch),
+                )
+            seen += len(batch)
+            added += self.conn.total_changes - before
+        return seen, added
+
+    # -- claiming and recording ------------------------------------------------------------
+
+    def recover(self) -> list[Job]:
+        """Return rows a killed process left `running` to `pending`; the rows it touched."""
+        with self.conn:
+            rows = self.conn.execute(
+                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running' "
+                "RETURNING rowid, identifier, attempts",
+                (now_iso(),),
+            ).fetchall()
+        return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+
+    def claim(self, limit: int) -> list[Job]:
+        """Mark up to `limit` pending rows `running`, oldest first, and return them."""
+        with self.conn:
+            rows = self.conn.execute(
+                "UPDATE jobs SET state = 'running', updated_at = ? WHERE rowid IN "
+                "(SELECT rowid FROM jobs WHERE state = 'pending' ORDER BY rowid LIMIT ?) "
+                "RETURNING rowid, identifier, attempts",
+                (now_iso(), limit),
+            ).fetchall()
+        rows.sort()
+        return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+
+    def release(self, jobs: Iterable[Job]) -> None:
+        """Give claimed rows back as `pending` (a graceful stop, a 401/403)."""
+        with self.conn:
+            self.conn.executemany(
+                "UPDATE jobs SET state = 'pending', updated_at = ? "
+                "WHERE rowid = ? AND state = 'running'",
+                ((now_iso(), job.rowid) for job in jobs),
+            )
+
+    def record_done(self, job: Job, saved: Saved, *, attempts: int) -> None:
+        """Record a heatmap already durable at `saved.path`."""
+        stamp = now_iso()
+        with self.conn:
+            self.conn.execute(
+                "UPDATE jobs SET state = 'done', http_status = 200, attempts = ?, path = ?, "
+                "bytes = ?, sha256 = ?, error = NULL, retryable = NULL, updated_at = ?, "
+                "finished_at = ? WHERE rowid = ?",
+                (attempts, saved.path, saved.bytes, saved.sha256, stamp, stamp, job.rowid),
+            )
+
+    def record_final(
+        self,
+        job: Job,
+        state: JobState,
+        *,
+        attempts: int,
+        http_status: int | None,
+        error: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        """Record `no_heatmap` or `failed`."""
+        stamp = now_iso()
+        with self.conn:
+            self.conn.execute(
+                "UPDATE jobs SET state = ?, http_status = ?, attempts = ?, path = NULL, "
+                "bytes = NULL, sha256 = NULL, error = ?, retryable = ?, updated_at = ?, "
+                "finished_at = ? WHERE rowid = ?",
+                (state.value, http_status, attempts, error, retryable, stamp, stamp, job.rowid),
+            )
+
+    def record_attempt(
+        self, job: Job, *, attempts: int, http_status: int | None, error: str | None
+    ) -> None:
+        """Note a transient failure on a row that stays `running` until its retry."""
+        with self.conn:
+            self.conn.execute(
+                "UPDATE jobs SET attempts = ?, http_status = ?, error = ?, updated_at = ? "
+                "WHERE rowid = ?",
+                (attempts, http_status, error, now_iso(), job.rowid),
+            )
+
+    def retry_failed(self) -> int:
+        """Put every `failed` row back to `pending` with a fresh attempt count."""
+        with self.conn:
+            cursor = self.conn.execute(
+                "UPDATE jobs SET state = 'pending', attempts = 0, updated_at = ? "
+                "WHERE state = 'failed'",
+                (now_iso(),),
+            )
+        return cursor.rowcount
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def counts(self) -> dict[JobState, int]:
+        """Rows per state, every state present."""
+        found = dict(self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+        return {state: found.get(state.value, 0) for state in JobState}
+
+    def status_counts(self) -> list[tuple[int | None, int]]:
+        """Rows per last HTTP status, most frequent first."""
+        return list(
+            self.conn.execute(
+                "SELECT http_status, count(*) AS n FROM jobs GROUP BY http_status ORDER BY n DESC"
+            )
+        )
+
+    def top_errors(self, limit: int = 5) -> list[tuple[str, int]]:
+        """The most frequent errors of `failed` rows, with counts."""
+        return list(
+            self.conn.execute(
+                "SELECT error, count(*) AS n FROM jobs WHERE state = 'failed' "
+                "GROUP BY error ORDER BY n DESC LIMIT ?",
+                (limit,),
+            )
+        )
+
+    def last_activity(self) -> str | None:
+        """When any row last changed."""
+        row = self.conn.execute("SELECT max(updated_at) FROM jobs").fetchone()
+        return None if row is None else row[0]
+
+    def rows(self, *, state: JobState | None = None) -> Iterator[dict[str, Any]]:
+        """Every row in load order, streamed, optionally of one state."""
+        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM jobs"
+        params: tuple[str, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            params = (state.value,)
+        cursor = self.conn.execute(sql + " ORDER BY rowid", params)
+        for row in cursor:
+            yield dict(zip(REPORT_COLUMNS, row, strict=True))
+
+    # -- small settings ---------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        """A JSON value saved with `set_meta`, or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Save a small JSON value (pacer state, output directory)."""
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
