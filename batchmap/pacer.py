@@ -27,10 +27,13 @@ from typing import Any
 from batchmap.policy import retry_after
 
 SAFETY = 0.99  # pace at this share of a learned fixed-window limit
-PAUSE_FLOOR = 0.5  # seconds to pause on a 429 whose Retry-After is 0 or absent: never at once
-DECREASE = 0.9  # AIMD: rate after a 429 from a limiter that sends no limit headers
-RECOVER = 0.5  # per second, share of the gap up to the last good rate won back
-PROBE = 0.02  # per second, growth above the last good rate, as a share of it
+PAUSE_FLOOR = 0.5  # longest pause for a 429 whose Retry-After is 0 or absent: never at once
+DECREASE = 0.9  # AIMD: rate after a 429 from a limiter that sends no limit headers, as a share
+RECOVER_TO = 0.97  # ... then won back quickly up to this share of the rate that met the 429
+RECOVER = 0.05  # share of that gap won back per success
+PROBE = 0.0003  # then growth per success, as a share of the rate: a 429 every few hundred
+PROBE_SPEEDUP = 50  # successes of probing after which each further 50 doubles the growth
+SLOW_START = 1.02  # growth per success after the first 429 of an unpaced start
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
 
 
@@ -75,7 +78,8 @@ class Pacer:
         self._first_hit: dict[int, float] = {}
         self._good_rate: float | None = None
         self._last_cut = -math.inf
-        self._last_growth: float | None = None
+        self._probes = 0
+        self._slow_start = True
         self._next_start = 0.0
         self._accepted: deque[float] = deque()
 
@@ -113,7 +117,7 @@ class Pacer:
             self._track_window(limit, remaining, sent_at=sent_at)
         if status < 500:
             self._accepted.append(now)
-            self._grow(now)
+            self._grow()
 
     def _on_rate_limited(
         self, headers: Mapping[str, str], *, limit: int | None, now: float, sent_at: float
@@ -123,16 +127,29 @@ class Pacer:
         reason = (
             "rate limited (429)" if wait is None else f"rate limited (429, Retry-After {wait:g}s)"
         )
-        self.pause(now + (wait or PAUSE_FLOOR), reason)
+        self.pause(now + (wait or self._pause_floor()), reason)
         if limit is not None:
             self._learn_from_429(limit, end=now + (wait or 0))
         elif sent_at > self._last_cut:
             # Cut once per round: answers to requests sent before the last cut carry no news.
             self._last_cut = now
-            base = self.rate if self.rate is not None else self._accepted_rate(now)
+            if self.rate is None:
+                # An unpaced burst says little about the real limit: start from what was
+                # accepted lately and slow-start (double quickly) up to the next 429.
+                base = self._accepted_rate(now)
+            else:
+                base = self.rate
+                self._slow_start = False
             self._good_rate = base
             self.rate = max(MIN_RATE, base * DECREASE)
-            self._last_growth = now
+            self._probes = 0
+
+    def _pause_floor(self) -> float:
+        # A few request intervals, at most PAUSE_FLOOR: long enough not to hammer a limiter
+        # that gave no Retry-After, short enough not to idle a fast one.
+        if self.rate is None:
+            return PAUSE_FLOOR
+        return min(PAUSE_FLOOR, max(0.05, 5.0 / self.rate))
 
     def _track_window(self, limit: int, remaining: int, *, sent_at: float) -> None:
         if remaining == limit - 1:
@@ -173,15 +190,20 @@ class Pacer:
             caps.append(self.max_rate)
         return min(caps) if caps else None
 
-    def _grow(self, now: float) -> None:
+    def _grow(self) -> None:
+        # Growth is counted in requests, not seconds, so the share of 429s stays small at any
+        # rate: quick recovery to just under the level that met a 429, then a probe that starts
+        # slow and speeds up the longer no 429 comes (convex, like CUBIC's).
         if self.rate is None or self._good_rate is None:
             return
-        elapsed = min(1.0, now - (self._last_growth or now))
-        self._last_growth = now
-        if self.rate < 0.99 * self._good_rate:
-            self.rate += (self._good_rate - self.rate) * min(1.0, RECOVER * elapsed)
+        target = RECOVER_TO * self._good_rate
+        if self._slow_start:
+            self.rate *= SLOW_START
+        elif self.rate < 0.999 * target:
+            self.rate += (target - self.rate) * RECOVER
         else:
-            self.rate += PROBE * self._good_rate * elapsed
+            self._probes += 1
+            self.rate *= 1.0 + PROBE * max(1.0, self._probes / PROBE_SPEEDUP)
         ceiling = self.ceiling()
         if ceiling is not None:
             self.rate = min(self.rate, ceiling)

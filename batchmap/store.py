@@ -82,20 +82,24 @@ class Store:
     # -- loading ---------------------------------------------------------------------------
 
     def load_ids(self, identifiers: Iterable[str]) -> tuple[int, int]:
-        """Insert new identifiers as `pending`, one transaction per batch; (seen, added)."""
-        seen = added = 0
+        """Insert new identifiers as `pending`; returns (seen, added).
+
+        One transaction for the whole stream, fed in batches: memory stays flat, and a file
+        that turns out bad halfway (the reader raises) adds nothing, so fixing it and loading
+        again is the whole recovery.
+        """
+        seen = 0
         stream = iter(identifiers)
-        while batch := list(islice(stream, LOAD_BATCH)):
-            stamp = now_iso()
-            before = self.conn.total_changes
-            with self.conn:
+        before = self.conn.total_changes
+        with self.conn:
+            while batch := list(islice(stream, LOAD_BATCH)):
+                stamp = now_iso()
                 self.conn.executemany(
                     "INSERT OR IGNORE INTO jobs (identifier, created_at) VALUES (?, ?)",
                     ((identifier, stamp) for identifier in batch),
                 )
-            seen += len(batch)
-            added += self.conn.total_changes - before
-        return seen, added
+                seen += len(batch)
+        return seen, self.conn.total_changes - before
 
     # -- claiming and recording ------------------------------------------------------------
 
