@@ -238,6 +238,7 @@ def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
         if output is None:
             export(store, sys.stdout, **kwargs)
             return
+        output.parent.mkdir(parents=True, exist_ok=True)
         with open(output, "w", encoding="utf-8", newline="") as handle:
             count = export(store, handle, report_dir=output.parent, **kwargs)
         click.echo(f"wrote {count} rows to {output}", err=True)

@@ -1,0 +1,72 @@
+"""Identifier -> file name safety, and atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batchmap.files import (
+    PARTIAL_DIR,
+    Layout,
+    file_name,
+    heatmap_path,
+    remove_partials,
+    write_atomic,
+)
+
+identifiers = st.text(min_size=1, max_size=1024).filter(lambda s: "\x00" not in s)
+
+
+@given(identifiers, st.sampled_from(list(Layout)))
+def test_a_path_never_leaves_out(identifier: str, layout: Layout) -> None:
+    out = Path("/data/out")
+    path = heatmap_path(out, identifier, layout=layout)
+    assert os.path.normpath(path).startswith(str(out) + os.sep)
+    assert path.parent in (out, out / path.parent.name)
+    assert path.name not in (".", "..") and "/" not in path.name and "\\" not in path.name
+
+
+@given(identifiers)
+def test_a_name_is_deterministic_and_fits_file_system_limits(identifier: str) -> None:
+    name = file_name(identifier)
+    assert name == file_name(identifier)
+    assert len(name.encode()) <= 255
+    assert name.endswith(".png") and not name.startswith(".")
+
+
+@given(identifiers, identifiers)
+def test_distinct_identifiers_get_distinct_names_even_ignoring_case(a: str, b: str) -> None:
+    if a != b:
+        assert file_name(a).lower() != file_name(b).lower()
+
+
+def test_hex_identifiers_keep_their_own_name() -> None:
+    ident = hashlib.sha256(b"x").hexdigest()
+    assert file_name(ident) == ident + ".png"
+    assert heatmap_path(Path("o"), ident, layout=Layout.FLAT) == Path("o") / (ident + ".png")
+
+
+@pytest.mark.parametrize("identifier", ["..", ".", "ABC", "con", "a/b", "../../etc/passwd", "é"])
+def test_awkward_identifiers_are_hashed(identifier: str) -> None:
+    assert "~" in file_name(identifier)
+
+
+def test_write_atomic_leaves_only_the_complete_file(tmp_path: Path) -> None:
+    path = heatmap_path(tmp_path, "abc", layout=Layout.SHARDED)
+    saved = write_atomic(path, b"payload", out=tmp_path)
+    assert path.read_bytes() == b"payload"
+    assert saved.bytes == 7 and saved.sha256 == hashlib.sha256(b"payload").hexdigest()
+    assert list((tmp_path / PARTIAL_DIR).iterdir()) == []
+
+
+def test_remove_partials_cleans_what_a_crash_left(tmp_path: Path) -> None:
+    (tmp_path / PARTIAL_DIR).mkdir()
+    (tmp_path / PARTIAL_DIR / "x.png.123").write_bytes(b"half")
+    assert remove_partials(tmp_path) == 1
+    assert not (tmp_path / PARTIAL_DIR).exists()
+    assert remove_partials(tmp_path) == 0

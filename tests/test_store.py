@@ -1,0 +1,107 @@
+"""The job table: idempotent loading, claiming, recording, recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batchmap.errors import InputError
+from batchmap.models import JobState, Saved
+from batchmap.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "jobs.db")
+
+
+def test_loading_again_adds_only_new_identifiers(store: Store) -> None:
+    assert store.load_ids(["a", "b", "a"]) == (3, 2)
+    assert store.load_ids(["b", "c"]) == (2, 1)
+    assert store.counts()[JobState.PENDING] == 3
+
+
+def test_loading_never_resets_finished_rows(store: Store) -> None:
+    store.load_ids(["a"])
+    (job,) = store.claim(10)
+    store.record_done(job, Saved("/x/a.png", 10, "ff"), attempts=1)
+    store.load_ids(["a"])
+    assert store.counts()[JobState.DONE] == 1
+
+
+def test_a_load_that_fails_halfway_adds_nothing(store: Store) -> None:
+    def stream() -> Iterator[str]:
+        yield "a"
+        raise InputError("bad line")
+
+    with pytest.raises(InputError):
+        store.load_ids(stream())
+    assert store.counts()[JobState.PENDING] == 0
+
+
+def test_claims_go_oldest_first_and_never_twice(store: Store) -> None:
+    store.load_ids(["a", "b", "c"])
+    first = store.claim(2)
+    second = store.claim(2)
+    assert [j.identifier for j in first] == ["a", "b"]
+    assert [j.identifier for j in second] == ["c"]
+    assert store.claim(2) == []
+
+
+def test_recover_returns_running_rows_to_pending(store: Store) -> None:
+    store.load_ids(["a", "b"])
+    claimed = store.claim(2)
+    assert store.counts()[JobState.RUNNING] == 2
+    assert {j.identifier for j in store.recover()} == {j.identifier for j in claimed}
+    assert store.counts()[JobState.PENDING] == 2
+
+
+def test_release_does_not_undo_a_finished_row(store: Store) -> None:
+    store.load_ids(["a"])
+    (job,) = store.claim(1)
+    store.record_final(job, JobState.NO_HEATMAP, attempts=1, http_status=204)
+    store.release([job])
+    assert store.counts()[JobState.NO_HEATMAP] == 1
+
+
+def test_retry_failed_puts_failed_rows_back_with_fresh_attempts(store: Store) -> None:
+    store.load_ids(["a", "b"])
+    a, b = store.claim(2)
+    store.record_final(a, JobState.FAILED, attempts=5, http_status=503, error="HTTP 503")
+    store.record_final(b, JobState.FAILED, attempts=1, http_status=404, error="HTTP 404")
+    assert store.retry_failed() == 2
+    assert {j.attempts for j in store.claim(5)} == {0}
+
+
+def test_status_queries(store: Store) -> None:
+    store.load_ids(["a", "b", "c"])
+    a, b, c = store.claim(3)
+    store.record_final(a, JobState.FAILED, attempts=1, http_status=404, error="HTTP 404")
+    store.record_final(b, JobState.FAILED, attempts=1, http_status=404, error="HTTP 404")
+    store.record_done(c, Saved("/p", 1, "00"), attempts=1)
+    assert store.top_errors() == [("HTTP 404", 2)]
+    assert dict(store.status_counts()) == {404: 2, 200: 1}
+    assert store.last_activity() is not None
+    assert [row["identifier"] for row in store.rows(state=JobState.FAILED)] == ["a", "b"]
+
+
+def test_meta_values_round_trip(store: Store) -> None:
+    store.set_meta("pacer", {"rate": 1.5})
+    store.set_meta("pacer", {"rate": 2.5})
+    assert store.get_meta("pacer") == {"rate": 2.5}
+    assert store.get_meta("missing") is None
+
+
+def test_a_file_that_is_not_a_database_is_one_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.db"
+    bogus.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(InputError, match="not a batchmap job database"):
+        Store(bogus)
+
+
+def test_status_on_a_missing_database_does_not_create_it(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such job database"):
+        Store(tmp_path / "none.db", create=False)
+    assert not (tmp_path / "none.db").exists()
