@@ -39,7 +39,7 @@ class FetchOptions:
     base_url: str = DEFAULT_BASE_URL
     out: Path | None = None
     layout: Layout | None = None
-    concurrency: int = 8
+    concurrency: int = 4
     max_rate: float | None = None
     max_attempts: int = 5
     timeout: float = 30.0

@@ -112,7 +112,7 @@ def fetch_options(func: F) -> F:
         click.option(
             "--concurrency",
             type=click.IntRange(1, 256),
-            default=8,
+            default=4,
             show_default=True,
             envvar="BATCHMAP_CONCURRENCY",
             help="Requests in flight at most.",
@@ -353,7 +353,7 @@ def _show_summary(result: app.RunResult) -> None:
     for state in JobState:
         if state is not JobState.RUNNING:
             table.add_row(state.value, str(counts[state]), str(tally.finished[state]))
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     console.print(table)
     console.print(
         f"{tally.requests} requests, {tally.retries} retries scheduled, "
@@ -370,8 +370,9 @@ def _show_summary(result: app.RunResult) -> None:
 
 
 def _show_status(facts: dict[str, Any]) -> None:
-    console = Console()
-    table = Table(title=f"{facts['database']}: {facts['total']} identifiers")
+    console = Console(soft_wrap=True)
+    console.print(f"{facts['database']}: {facts['total']} identifiers", highlight=False)
+    table = Table()
     table.add_column("state")
     table.add_column("rows", justify="right")
     for state, n in facts["counts"].items():

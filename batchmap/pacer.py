@@ -80,6 +80,7 @@ class Pacer:
         self._last_cut = -math.inf
         self._probes = 0
         self._slow_start = True
+        self._scout: asyncio.Event | None = None
         self._next_start = 0.0
         self._accepted: deque[float] = deque()
 
@@ -87,6 +88,11 @@ class Pacer:
 
     async def wait_turn(self) -> float:
         """Wait until a request may start; returns the start time."""
+        if self._scout is None and self.rate is None and not self.windows:
+            # Knowing nothing, send one scout and let its answer speak before a burst.
+            self._scout = asyncio.Event()
+        elif self._scout is not None:
+            await self._scout.wait()
         while True:
             now = self.clock()
             slot = max(now, self._next_start, self.paused_until)
@@ -105,8 +111,17 @@ class Pacer:
 
     # -- learning ------------------------------------------------------------------------
 
+    def on_no_answer(self) -> None:
+        """A request ended without an HTTP answer (reset, timeout): nothing to learn."""
+        self._end_scouting()
+
+    def _end_scouting(self) -> None:
+        if self._scout is not None:
+            self._scout.set()
+
     def on_answer(self, status: int, headers: Mapping[str, str], *, sent_at: float) -> None:
         """Learn from one HTTP answer (header names lowercase)."""
+        self._end_scouting()
         now = self.clock()
         limit = _header_int(headers, "x-ratelimit-limit")
         remaining = _header_int(headers, "x-ratelimit-remaining")

@@ -33,7 +33,7 @@ class RunSettings:
 
     out: Path
     layout: Layout = Layout.SHARDED
-    concurrency: int = 8
+    concurrency: int = 4
     max_attempts: int = 5
     timeout: float = 30.0
 
@@ -170,7 +170,9 @@ class Runner:
             return  # abandoned on a second Ctrl-C: released to pending by run()
         outcome = fetch.result()
         self.tally.requests += 1
-        if outcome.http_status is not None:
+        if outcome.http_status is None:
+            self.pacer.on_no_answer()
+        else:
             self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
         await self._settle(job, outcome)
 
