@@ -300,7 +300,11 @@ def fake_server(
 
     if not limits:
         limits = () if no_limits else FakeConfig().limits
-    serve(FakeConfig(limits=limits, **options), host=host, port=port)
+    try:
+        config = FakeConfig(limits=limits, **options)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    serve(config, host=host, port=port)
 
 
 def _require_key(options: dict[str, Any]) -> None:

@@ -1,0 +1,474 @@
+"""The fake identifAI server: PNGs, routing, keys, Laravel rate limits, faults and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from batchmap.fakeserver import FakeConfig, FakeServer, expected_status, heatmap_png
+
+T = TypeVar("T")
+KEY = {"X-Api-Key": "demo-key"}
+API = "/api/classification/heatmap/"
+NO_LIMITS = FakeConfig(limits=())
+Scenario = Callable[[FakeServer, httpx.AsyncClient], Awaitable[T]]
+
+
+def with_server(config: FakeConfig, scenario: Scenario[T]) -> T:
+    """Run `scenario` against a fresh fake on a free port, with an httpx client pointed at it."""
+
+    async def main() -> T:
+        server = FakeServer(config)
+        port = await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                return await scenario(server, client)
+        finally:
+            await server.close()
+
+    return asyncio.run(main())
+
+
+def ids_with_status(status: int, count: int = 1) -> list[str]:
+    """The first `count` identifiers of the form id-N whose fault-free answer is `status`."""
+    found: list[str] = []
+    n = 0
+    while len(found) < count:
+        if expected_status(f"id-{n}") == status:
+            found.append(f"id-{n}")
+        n += 1
+    return found
+
+
+def url_of(identifier: str) -> str:
+    """The heatmap path for any identifier, dots included, so nothing normalises it away."""
+    return API + quote(identifier, safe="").replace(".", "%2E")
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes and read everything the server sends until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    data = await asyncio.wait_for(reader.read(), timeout=5)
+    writer.close()
+    return data
+
+
+def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a PNG into (type, data) chunks, checking the signature and every CRC."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", png[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + data), kind
+        chunks.append((kind, data))
+        pos += 12 + length
+    assert pos == len(png)
+    return chunks
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_heatmap_png_is_a_complete_64x64_rgb_png_with_a_blob() -> None:
+    chunks = png_chunks(heatmap_png("img-1"))
+    assert [kind for kind, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+    assert struct.unpack(">IIBBBBB", chunks[0][1]) == (64, 64, 8, 2, 0, 0, 0)
+    raw = zlib.decompress(chunks[1][1])
+    assert len(raw) == 64 * (1 + 64 * 3)
+    rows = [raw[y * 193 : (y + 1) * 193] for y in range(64)]
+    assert all(row[0] == 0 for row in rows)
+    reds = [row[1 + 3 * x] for row in rows for x in range(64)]
+    assert min(reds) == 0 and max(reds) > 100  # a hot spot on a cold background
+
+
+def test_heatmap_png_is_deterministic_and_differs_per_identifier() -> None:
+    first = heatmap_png("img-1")
+    heatmap_png.cache_clear()
+    assert heatmap_png("img-1") == first
+    assert len({heatmap_png(f"img-{n}") for n in range(50)}) == 50
+
+
+def test_expected_status_follows_the_first_sha256_byte() -> None:
+    ids = [f"id-{n}" for n in range(4096)]
+    for identifier in ids:
+        bucket = hashlib.sha256(identifier.encode()).digest()[0] % 16
+        assert expected_status(identifier) == {0: 204, 1: 404}.get(bucket, 200)
+    counts = {status: sum(expected_status(i) == status for i in ids) for status in (204, 404)}
+    assert all(150 < n < 400 for n in counts.values())
+
+
+def test_config_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        FakeConfig(error_rate=1.5)
+    with pytest.raises(ValueError):
+        FakeConfig(limits=((0, 1.0),))
+    with pytest.raises(ValueError):
+        FakeConfig(leaky_rate=0.0)
+
+
+# --------------------------------------------------------------------------- routing and keys
+
+
+def test_both_paths_serve_the_deterministic_png() -> None:
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.get(f"/api/classification/heatmap/{identifier}", headers=KEY),
+            await client.get(f"/api/classification_image/heatmap/{identifier}", headers=KEY),
+        ]
+
+    for response in with_server(NO_LIMITS, scenario):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/png"
+        assert response.content == heatmap_png(identifier)
+
+
+def test_keys_missing_unknown_forbidden_and_valid() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        path = url_of(ids_with_status(200)[0])
+        return [
+            await client.get(path),
+            await client.get(path, headers={"X-Api-Key": "wrong"}),
+            await client.get(path, headers={"X-Api-Key": "forbidden-key"}),
+            await client.get(path, headers={"x-API-key": "demo-key"}),
+        ]
+
+    missing, unknown, forbidden, valid = with_server(NO_LIMITS, scenario)
+    assert (missing.status_code, missing.json()) == (401, {"error": "Unauthorized"})
+    assert (unknown.status_code, unknown.json()) == (401, {"error": "Unauthorized"})
+    assert (forbidden.status_code, forbidden.json()) == (403, {"error": "Forbidden"})
+    assert missing.headers["content-type"] == "application/json"
+    assert valid.status_code == 200
+
+
+def test_answers_follow_expected_status() -> None:
+    ok, empty, unknown = ids_with_status(200)[0], ids_with_status(204)[0], ids_with_status(404)[0]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.get(url_of(i), headers=KEY) for i in (ok, empty, unknown)]
+
+    got_ok, got_empty, got_unknown = with_server(NO_LIMITS, scenario)
+    assert got_ok.status_code == 200 and got_ok.content == heatmap_png(ok)
+    assert got_empty.status_code == 204 and got_empty.content == b""
+    assert got_unknown.status_code == 404
+    assert got_unknown.json() == {"error": "Image not found"}
+
+
+def test_unknown_paths_and_other_methods_are_refused() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.get("/api/classification/heatmap/", headers=KEY),
+            await client.get("/nope", headers=KEY),
+            await client.post(url_of("x"), headers=KEY, content=b"ignored"),
+        ]
+
+    empty_id, other, post = with_server(NO_LIMITS, scenario)
+    assert (empty_id.status_code, other.status_code) == (404, 404)
+    assert other.headers["content-type"] == "application/json"
+    assert post.status_code == 405
+
+
+@pytest.mark.parametrize(
+    "identifier", ["a/b", "..", "../../etc/passwd", "what?x=1#frag", "ünï cødé", "100%", "%2F"]
+)
+def test_percent_encoded_identifiers_are_decoded_and_not_normalised(identifier: str) -> None:
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        response = await client.get(url_of(identifier), headers=KEY)
+        assert dict(server.stats.per_identifier) == {identifier: 1}
+        return response
+
+    response = with_server(NO_LIMITS, scenario)
+    assert response.status_code == expected_status(identifier)
+    if response.status_code == 200:
+        assert response.content == heatmap_png(identifier)
+
+
+def test_query_string_is_not_part_of_the_identifier() -> None:
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
+        await client.get(API + "abc?x=1", headers=KEY)
+        assert dict(server.stats.per_identifier) == {"abc": 1}
+
+    with_server(NO_LIMITS, scenario)
+
+
+# --------------------------------------------------------------------------- rate limits
+
+
+def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_not_count() -> None:
+    config = FakeConfig(limits=((2, 0.5), (3, 30.0)))
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        async def get() -> httpx.Response:
+            return await client.get(url_of("x"), headers=KEY)
+
+        first = [await get(), await get(), await get()]
+        await asyncio.sleep(0.55)
+        return [*first, await get(), await get()]
+
+    ok1, ok2, short, ok3, long = with_server(config, scenario)
+    assert [r.status_code for r in (ok1, ok2, short, ok3, long)] == [200, 200, 429, 200, 429]
+    # Successes carry the last limit's headers.
+    assert [r.headers["x-ratelimit-remaining"] for r in (ok1, ok2, ok3)] == ["2", "1", "0"]
+    assert ok1.headers["x-ratelimit-limit"] == "3"
+    # The 2-per-0.5s limit tripped first; the refused request did not count on the 30 s one.
+    assert short.json() == {"message": "Too Many Attempts."}
+    assert short.headers["x-ratelimit-limit"] == "2"
+    assert short.headers["x-ratelimit-remaining"] == "0"
+    assert short.headers["retry-after"] == "1"
+    assert long.headers["x-ratelimit-limit"] == "3"
+    assert 29 <= int(long.headers["retry-after"]) <= 30
+    assert 0 < int(long.headers["x-ratelimit-reset"]) - time.time() <= 31
+
+
+def test_window_opens_again_after_it_ends() -> None:
+    config = FakeConfig(limits=((3, 0.3),))
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[int]:
+        statuses = [(await client.get(url_of("x"), headers=KEY)).status_code for _ in range(4)]
+        await asyncio.sleep(0.35)
+        statuses += [(await client.get(url_of("x"), headers=KEY)).status_code for _ in range(4)]
+        return statuses
+
+    assert with_server(config, scenario) == [200, 200, 200, 429] * 2
+
+
+def test_retry_after_rounds_up_to_whole_seconds() -> None:
+    config = FakeConfig(limits=((1, 1.5),))
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        await client.get(url_of("x"), headers=KEY)
+        return await client.get(url_of("x"), headers=KEY)
+
+    refused = with_server(config, scenario)
+    assert refused.headers["retry-after"] == "2"
+    assert int(refused.headers["x-ratelimit-reset"]) == pytest.approx(
+        math.ceil(time.time() + 1.5), abs=1
+    )
+
+
+def test_rate_headers_off_sends_none() -> None:
+    config = FakeConfig(limits=((1, 10.0),), rate_headers=False)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.get(url_of("x"), headers=KEY) for _ in range(2)]
+
+    for response in with_server(config, scenario):
+        assert not {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining"} & set(
+            response.headers.keys()
+        )
+    assert response.status_code == 429
+
+
+@pytest.mark.parametrize("rate_headers", [True, False])
+def test_leaky_bucket_allows_a_burst_then_one_per_interval(rate_headers: bool) -> None:
+    config = FakeConfig(limits=(), leaky_rate=10.0, leaky_burst=2, rate_headers=rate_headers)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        burst = [await client.get(url_of("x"), headers=KEY) for _ in range(3)]
+        await asyncio.sleep(0.12)
+        return [*burst, await client.get(url_of("x"), headers=KEY)]
+
+    responses = with_server(config, scenario)
+    assert [r.status_code for r in responses] == [200, 200, 429, 200]
+    assert responses[2].headers.get("retry-after") == ("1" if rate_headers else None)
+
+
+def test_stats_and_reset_are_neither_keyed_nor_limited() -> None:
+    config = FakeConfig(limits=((1, 10.0),))
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
+        (identifier,) = ids_with_status(200)
+        await client.get(url_of(identifier), headers=KEY)
+        await client.get(url_of(identifier), headers=KEY)
+        await client.get(url_of(identifier))
+        for _ in range(3):
+            stats = await client.get("/_fake/stats")
+        assert stats.json() == {
+            "requests": 3,
+            "by_status": {"200": 1, "401": 1, "429": 1},
+            "per_identifier": {identifier: 2},
+            "dropped": 0,
+        }
+        assert (await client.post("/_fake/reset")).status_code == 200
+        assert server.stats.requests == 0 and not server.stats.per_identifier
+        assert (await client.get("/_fake/stats")).json()["by_status"] == {}
+
+    with_server(config, scenario)
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_drop_closes_without_an_answer() -> None:
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.get(url_of("x"), headers=KEY)
+        assert server.stats.dropped == 1 and server.stats.by_status == {}
+
+    with_server(FakeConfig(limits=(), drop_rate=1.0), scenario)
+
+
+def test_truncate_sends_full_length_then_half_the_png() -> None:
+    (identifier,) = ids_with_status(200)
+    png = heatmap_png(identifier)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> bytes:
+        port = client.base_url.port
+        assert port is not None
+        request = f"GET {url_of(identifier)} HTTP/1.1\r\nHost: x\r\nX-Api-Key: demo-key\r\n\r\n"
+        return await exchange(port, request.encode())
+
+    head, _, body = with_server(FakeConfig(limits=(), truncate_rate=1.0), scenario).partition(
+        b"\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"Content-Length: {len(png)}".encode() in head
+    assert body == png[: len(png) // 2]
+
+
+def test_not_png_answers_200_html() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(url_of(ids_with_status(200)[0]), headers=KEY)
+
+    response = with_server(FakeConfig(limits=(), not_png_rate=1.0), scenario)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert b"<html>" in response.content
+
+
+def test_error_rate_answers_503_with_rate_headers() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(url_of("x"), headers=KEY)
+
+    response = with_server(FakeConfig(limits=((5, 10.0),), error_rate=1.0), scenario)
+    assert response.status_code == 503
+    assert response.headers["x-ratelimit-remaining"] == "4"
+
+
+def test_faults_are_reproducible_with_a_seed() -> None:
+    config = FakeConfig(limits=(), error_rate=0.5, seed=7)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[int]:
+        path = url_of(ids_with_status(200)[0])
+        return [(await client.get(path, headers=KEY)).status_code for _ in range(20)]
+
+    first, second = with_server(config, scenario), with_server(config, scenario)
+    assert first == second and {200, 503} == set(first)
+
+
+def test_latency_delays_the_answer() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> float:
+        start = time.monotonic()
+        await client.get(url_of("x"), headers=KEY)
+        return time.monotonic() - start
+
+    assert with_server(FakeConfig(limits=(), latency=0.2), scenario) >= 0.2
+
+
+def test_redirect_points_elsewhere_with_the_original_path() -> None:
+    config = FakeConfig(redirect_to="http://elsewhere.invalid")
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(url_of("a/b"), headers=KEY)
+
+    response = with_server(config, scenario)
+    assert response.status_code == 302
+    assert response.headers["location"] == "http://elsewhere.invalid" + url_of("a/b")
+
+
+# --------------------------------------------------------------------------- HTTP plumbing
+
+
+def test_keep_alive_pipelining_and_connection_close() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> bytes:
+        port = client.base_url.port
+        assert port is not None
+        one = "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+        two = "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        return await exchange(port, (one + two).encode())
+
+    data = with_server(NO_LIMITS, scenario)
+    assert data.count(b"HTTP/1.1 404 Not Found\r\n") == 2
+    assert data.count(b"Connection: close") == 1
+
+
+def test_http_1_0_closes_and_garbage_gets_400() -> None:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[bytes]:
+        port = client.base_url.port
+        assert port is not None
+        return [
+            await exchange(port, b"GET /nope HTTP/1.0\r\n\r\n"),
+            await exchange(port, b"hello\r\n\r\n"),
+        ]
+
+    old, garbage = with_server(NO_LIMITS, scenario)
+    assert old.startswith(b"HTTP/1.1 404 ") and b"Connection: close" in old
+    assert garbage.startswith(b"HTTP/1.1 400 ")
+
+
+def test_client_leaving_mid_request_is_quiet(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        port = client.base_url.port
+        assert port is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /api/classification/heatmap/x HTTP/1.1\r\nX-Api")
+        await writer.drain()
+        writer.close()
+        await asyncio.sleep(0.05)
+        assert server.stats.requests == 0
+        return await client.get(url_of("x"), headers=KEY)
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        assert with_server(NO_LIMITS, scenario).status_code == expected_status("x")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_close_ends_connections_waiting_on_latency(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
+        pending = asyncio.create_task(client.get(url_of("x"), headers=KEY))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(server.close(), timeout=2)
+        with pytest.raises(httpx.TransportError):
+            await pending
+
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        with_server(FakeConfig(limits=(), latency=30.0), scenario)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_announces_its_url_and_stops_cleanly_on_a_signal(signum: int) -> None:
+    code = "from batchmap.fakeserver import FakeConfig, serve; serve(FakeConfig())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.fullmatch(r"batchmap fake-server listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, line
+        assert httpx.get(match[1] + "/_fake/stats").status_code == 200
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (0, "", "")
