@@ -132,6 +132,7 @@ class Pacer:
             self._track_window(limit, remaining, sent_at=sent_at)
         if status < 500:
             self._accepted.append(now)
+            self._accepted_rate(now)  # trims the history to the last second
             self._grow()
 
     def _on_rate_limited(
