@@ -41,13 +41,11 @@ def test_a_load_that_fails_halfway_adds_nothing(store: Store) -> None:
     assert store.counts()[JobState.PENDING] == 0
 
 
-def test_claims_go_oldest_first_and_never_twice(store: Store) -> None:
-    store.load_ids(["a", "b", "c"])
-    first = store.claim(2)
-    second = store.claim(2)
-    assert [j.identifier for j in first] == ["a", "b"]
-    assert [j.identifier for j in second] == ["c"]
-    assert store.claim(2) == []
+def test_claims_go_load_by_load_in_identifier_order_and_never_twice(store: Store) -> None:
+    store.load_ids(["c", "a", "b"])
+    store.load_ids(["0", "a"])
+    claimed = [store.claim(2), store.claim(2), store.claim(2)]
+    assert [[j.identifier for j in batch] for batch in claimed] == [["a", "b"], ["c", "0"], []]
 
 
 def test_recover_returns_running_rows_to_pending(store: Store) -> None:
