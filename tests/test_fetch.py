@@ -112,3 +112,21 @@ def test_rate_limit_headers_reach_the_outcome() -> None:
     outcome = fetch(lambda request: httpx.Response(429, headers=headers))
     assert outcome.verdict is Verdict.RATE_LIMITED
     assert outcome.headers["Retry-After"] == "3"
+
+
+def test_a_server_that_never_finishes_is_cut_off_by_the_total_timeout() -> None:
+    async def go() -> Outcome:
+        async def stall(request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(30)
+            return httpx.Response(204)
+
+        client = make_client(
+            "https://api.test", api_key=KEY, timeout=5, concurrency=1,
+            transport=httpx.MockTransport(stall),
+        )  # fmt: skip
+        async with client:
+            return await fetch_heatmap(client, "abc", timeout=0.05)
+
+    outcome = asyncio.run(go())
+    assert outcome.verdict is Verdict.RETRY
+    assert outcome.error == "timed out after 0.05s"
