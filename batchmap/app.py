@@ -43,6 +43,7 @@ class FetchOptions:
     max_rate: float | None = None
     max_attempts: int = 5
     timeout: float = 30.0
+    backoff_base: float = 1.0
     retry_failed: bool = False
 
 
@@ -111,14 +112,18 @@ def _settings(store: Store, options: FetchOptions) -> RunSettings:
         concurrency=options.concurrency,
         max_attempts=options.max_attempts,
         timeout=options.timeout,
+        backoff_base=options.backoff_base,
     )
 
 
 def _recover(store: Store, settings: RunSettings) -> None:
     """Undo what a killed run left: `running` rows, their possibly written files, partials."""
-    for job in store.recover():
-        # Such a file may be complete but is unrecorded: drop it, the row is fetched again.
+    # A `running` row's file may be complete but unrecorded (killed between rename and
+    # commit): remove it first, durably, and only then mark the row pending. A kill in
+    # between leaves the row `running`, so the next start does this again.
+    for job in store.running():
         remove_file(heatmap_path(settings.out, job.identifier, layout=settings.layout))
+    store.recover()
     removed = remove_partials(settings.out)
     if removed:
         log.info("removed %d partial file(s) left by an interrupted run", removed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -130,6 +131,13 @@ def fetch_options(func: F) -> F:
             default=5,
             show_default=True,
             help="Tries per identifier for transient errors (5xx, timeouts, resets).",
+        ),
+        click.option(
+            "--backoff-base",
+            type=click.FloatRange(0.0, 60.0),
+            default=1.0,
+            show_default=True,
+            help="Seconds before the first retry of a transient error; doubles each time.",
         ),
         click.option(
             "--timeout",
@@ -333,6 +341,7 @@ def _fetch(db: Path, options: dict[str, Any], *, retry_failed: bool) -> None:
         max_rate=options["max_rate"],
         max_attempts=options["max_attempts"],
         timeout=options["timeout"],
+        backoff_base=options["backoff_base"],
         retry_failed=retry_failed,
     )
     mode = Mode.QUIET if options["quiet"] else Mode.LIVE if sys.stderr.isatty() else Mode.PLAIN
@@ -394,6 +403,13 @@ def _show_status(facts: dict[str, Any]) -> None:
         )
 
 
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point."""
+    # SIGTERM takes Ctrl-C's path everywhere: exit 130, one line, nothing half-done. During
+    # a run, the runner's own handler replaces this one to stop gracefully.
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="batchmap")

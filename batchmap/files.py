@@ -77,8 +77,12 @@ def remove_partials(out: Path) -> int:
 
 
 def remove_file(path: Path) -> None:
-    """Remove a file that no finished row accounts for; a missing file is fine."""
-    path.unlink(missing_ok=True)
+    """Remove, durably, a file that no finished row accounts for; a missing file is fine."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

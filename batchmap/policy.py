@@ -87,6 +87,7 @@ def backoff_delay(
     attempt: int,
     *,
     retry_after: float | None = None,
+    base: float = BACKOFF_BASE,
     jitter: Callable[[float], float] = backoff.full_jitter,
 ) -> float:
     """Seconds to wait before retry number `attempt` (1-based) of a transient failure.
@@ -94,7 +95,7 @@ def backoff_delay(
     Exponential with full jitter (backoff.expo + backoff.full_jitter), capped; a server's
     `Retry-After` is a floor the jitter can never undercut.
     """
-    steps = backoff.expo(base=2, factor=BACKOFF_BASE, max_value=BACKOFF_CAP)
+    steps = backoff.expo(base=2, factor=base, max_value=BACKOFF_CAP)
     next(steps)  # the generator's priming value
     ceiling = BACKOFF_CAP
     for _ in range(max(1, attempt)):

@@ -20,7 +20,7 @@ import httpx
 
 from batchmap.errors import AuthError
 from batchmap.fetch import fetch_heatmap
-from batchmap.files import Layout, heatmap_path, write_atomic
+from batchmap.files import Layout, heatmap_path, remove_file, write_atomic
 from batchmap.models import Job, JobState, Outcome, Verdict
 from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
@@ -36,6 +36,7 @@ class RunSettings:
     concurrency: int = 4
     max_attempts: int = 5
     timeout: float = 30.0
+    backoff_base: float = 1.0
 
 
 @dataclass(slots=True)
@@ -187,6 +188,7 @@ class Runner:
                 self.store.record_done(job, saved, attempts=attempts)
                 self._finish(job, JobState.DONE)
             case Verdict.NO_HEATMAP:
+                self._drop_stray_file(job)
                 self.store.record_final(
                     job, JobState.NO_HEATMAP, attempts=attempts, http_status=outcome.http_status
                 )
@@ -199,7 +201,7 @@ class Runner:
                 self.store.record_attempt(
                     job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
                 )
-                delay = backoff_delay(attempts, jitter=self.jitter)
+                delay = backoff_delay(attempts, base=self.settings.backoff_base, jitter=self.jitter)
                 retry = Job(job.rowid, job.identifier, attempts)
                 heapq.heappush(self._retries, (self.clock() + delay, job.rowid, retry))
                 self.tally.retries += 1
@@ -216,7 +218,12 @@ class Runner:
                 self.stop.graceful.set()
                 self.stop.force.set()
 
+    def _drop_stray_file(self, job: Job) -> None:
+        # A row that ends without a heatmap keeps no file, even one an earlier crash left.
+        remove_file(heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout))
+
     def _fail(self, job: Job, outcome: Outcome, *, attempts: int, retryable: bool) -> None:
+        self._drop_stray_file(job)
         self.store.record_final(
             job,
             JobState.FAILED,

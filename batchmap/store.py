@@ -114,15 +114,21 @@ class Store:
 
     # -- claiming and recording ------------------------------------------------------------
 
-    def recover(self) -> list[Job]:
-        """Return rows a killed process left `running` to `pending`; the rows it touched."""
-        with self.conn:
-            rows = self.conn.execute(
-                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running' "
-                "RETURNING rowid, identifier, attempts",
-                (now_iso(),),
-            ).fetchall()
+    def running(self) -> list[Job]:
+        """Rows marked `running`: after a crash, those a killed process was working on."""
+        rows = self.conn.execute(
+            "SELECT rowid, identifier, attempts FROM jobs WHERE state = 'running'"
+        ).fetchall()
         return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+
+    def recover(self) -> int:
+        """Return every `running` row to `pending`; call once their files are dealt with."""
+        with self.conn:
+            cursor = self.conn.execute(
+                "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running'",
+                (now_iso(),),
+            )
+        return cursor.rowcount
 
     def claim(self, limit: int) -> list[Job]:
         """Mark up to `limit` pending rows `running`, in table order, and return them."""
