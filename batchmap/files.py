@@ -1,8 +1,8 @@
 """Identifier -> safe file name, atomic durable writes, and clean-up of partial files.
 
-Crash safety rests on one ordering: the PNG is written to `.partial/`, fsynced, renamed to its
-final name and the directory fsynced, and only then is the row recorded `done`. A crash leaves
-either nothing under the final name or the complete file.
+Crash safety rests on one ordering: the PNG is written to `.partial/`, fsynced, renamed to
+its final name and the directory fsynced (`sync_dirs`), and only then is the row recorded
+`done`. A crash leaves either nothing under the final name or the complete file.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -52,7 +53,11 @@ def heatmap_path(out: Path, identifier: str, *, layout: Layout) -> Path:
 
 
 def write_atomic(path: Path, data: bytes, *, out: Path) -> Saved:
-    """Write `data` to `path` so that the final name only ever holds the complete file."""
+    """Write `data` to `path` so that the final name only ever holds the complete file.
+
+    The data is durable on return; the new name is once `sync_dirs` has run on its directory,
+    which the caller does (for many files at once) before recording them.
+    """
     partial_dir = out / PARTIAL_DIR
     partial_dir.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,6 @@ def write_atomic(path: Path, data: bytes, *, out: Path) -> Saved:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
     return Saved(path=str(path), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -83,6 +87,12 @@ def remove_file(path: Path) -> None:
     except FileNotFoundError:
         return
     _fsync_dir(path.parent)
+
+
+def sync_dirs(directories: Iterable[Path]) -> None:
+    """Make the renames into these directories durable."""
+    for directory in directories:
+        _fsync_dir(directory)
 
 
 def _fsync_dir(directory: Path) -> None:

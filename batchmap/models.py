@@ -68,3 +68,16 @@ class LoadStats:
     added: int
     duplicates: int
     blank: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A final outcome waiting to be written to the job table."""
+
+    job: Job
+    state: JobState
+    attempts: int
+    http_status: int | None
+    saved: Saved | None = None
+    error: str | None = None
+    retryable: bool | None = None

@@ -26,7 +26,7 @@ from typing import Any
 
 from batchmap.policy import retry_after
 
-SAFETY = 0.99  # pace at this share of a learned fixed-window limit
+SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
 PAUSE_FLOOR = 0.5  # longest pause for a 429 whose Retry-After is 0 or absent: never at once
 DECREASE = 0.9  # AIMD: rate after a 429 from a limiter that sends no limit headers, as a share
 RECOVER_TO = 0.97  # ... then won back quickly up to this share of the rate that met the 429
@@ -196,7 +196,11 @@ class Pacer:
 
     def _apply_limits(self) -> None:
         ceiling = self.ceiling()
-        if ceiling is not None and (self.rate is None or self.rate > ceiling):
+        if ceiling is None:
+            return
+        if self._good_rate is None or self.rate is None or self.rate > ceiling:
+            # Learned limits set the pace outright, upwards too as a window estimate tightens;
+            # only a headerless limiter's AIMD rate may sit below the ceiling.
             self.rate = ceiling
 
     def ceiling(self) -> float | None:

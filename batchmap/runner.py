@@ -20,11 +20,14 @@ import httpx
 
 from batchmap.errors import AuthError
 from batchmap.fetch import fetch_heatmap
-from batchmap.files import Layout, heatmap_path, remove_file, write_atomic
-from batchmap.models import Job, JobState, Outcome, Verdict
+from batchmap.files import Layout, heatmap_path, remove_file, sync_dirs, write_atomic
+from batchmap.models import Job, JobState, Outcome, Record, Verdict
 from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
 from batchmap.store import Store
+
+RECORD_BATCH = 64  # finished rows written to the table in one transaction
+FLUSH_EVERY = 0.2  # seconds: the longest a finished row waits to be recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +97,22 @@ class Runner:
         self._in_flight: dict[int, Job] = {}
         self._exhausted = False
         self._wake = asyncio.Event()
+        self._unrecorded: list[Record] = []
+        self._unsynced_dirs: set[Path] = set()
 
     async def run(self) -> Tally:
         """Work until no row is left, a stop is requested, or the API refuses the key."""
         self.tally.started_at = self.clock()
-        watcher = asyncio.create_task(self._wake_on_stop())
+        helpers = [
+            asyncio.create_task(self._wake_on_stop()),
+            asyncio.create_task(self._flush_now_and_then()),
+        ]
         try:
             await asyncio.gather(*(self._worker() for _ in range(self.settings.concurrency)))
         finally:
-            watcher.cancel()
+            for helper in helpers:
+                helper.cancel()
+            self.flush()
             # Claimed rows nobody finished go back to pending: nothing is lost or left running.
             leftover = [*self._ready, *(job for _, _, job in self._retries)]
             self.store.release([*leftover, *self._in_flight.values()])
@@ -177,6 +187,10 @@ class Runner:
             self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
         await self._settle(job, outcome)
 
+    def _drop_stray_file(self, job: Job) -> None:
+        # A row that ends without a heatmap keeps no file, even one an earlier crash left.
+        remove_file(heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout))
+
     async def _settle(self, job: Job, outcome: Outcome) -> None:
         attempts = job.attempts + 1
         match outcome.verdict:
@@ -185,14 +199,11 @@ class Runner:
                 saved = await asyncio.to_thread(
                     write_atomic, path, outcome.body, out=self.settings.out
                 )
-                self.store.record_done(job, saved, attempts=attempts)
-                self._finish(job, JobState.DONE)
+                self._unsynced_dirs.add(path.parent)
+                self._finish(Record(job, JobState.DONE, attempts, 200, saved=saved))
             case Verdict.NO_HEATMAP:
                 self._drop_stray_file(job)
-                self.store.record_final(
-                    job, JobState.NO_HEATMAP, attempts=attempts, http_status=outcome.http_status
-                )
-                self._finish(job, JobState.NO_HEATMAP)
+                self._finish(Record(job, JobState.NO_HEATMAP, attempts, outcome.http_status))
             case Verdict.FAILED:
                 self._fail(job, outcome, attempts=attempts, retryable=False)
             case Verdict.RETRY if attempts >= self.settings.max_attempts:
@@ -218,23 +229,41 @@ class Runner:
                 self.stop.graceful.set()
                 self.stop.force.set()
 
-    def _drop_stray_file(self, job: Job) -> None:
-        # A row that ends without a heatmap keeps no file, even one an earlier crash left.
-        remove_file(heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout))
-
     def _fail(self, job: Job, outcome: Outcome, *, attempts: int, retryable: bool) -> None:
         self._drop_stray_file(job)
-        self.store.record_final(
-            job,
-            JobState.FAILED,
-            attempts=attempts,
-            http_status=outcome.http_status,
-            error=outcome.error,
-            retryable=retryable,
-        )
         self.tally.last_error = outcome.error
-        self._finish(job, JobState.FAILED)
+        self._finish(
+            Record(
+                job,
+                JobState.FAILED,
+                attempts,
+                outcome.http_status,
+                error=outcome.error,
+                retryable=retryable,
+            )
+        )
 
-    def _finish(self, job: Job, state: JobState) -> None:
-        self.tally.finished[state] += 1
-        del self._in_flight[job.rowid]
+    def _finish(self, record: Record) -> None:
+        self.tally.finished[record.state] += 1
+        del self._in_flight[record.job.rowid]
+        self._unrecorded.append(record)
+        if len(self._unrecorded) >= RECORD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Record finished rows in one transaction, once the renames of their files are durable.
+
+        Until then a row stays `running` in the table: a crash now costs a refetch, never a
+        `done` row without its file.
+        """
+        if not self._unrecorded:
+            return
+        sync_dirs(self._unsynced_dirs)
+        self.store.record(self._unrecorded)
+        self._unsynced_dirs.clear()
+        self._unrecorded.clear()
+
+    async def _flush_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)  # real time: this bounds the loss to a crash
+            self.flush()

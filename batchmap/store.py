@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from batchmap.errors import InputError
-from batchmap.models import Job, JobState, Saved
+from batchmap.models import Job, JobState, Record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -53,6 +53,23 @@ LOAD_BATCH = 20_000
 def now_iso() -> str:
     """UTC timestamp as stored in the table: ISO 8601 with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _record_values(record: Record, stamp: str) -> tuple[Any, ...]:
+    saved = record.saved
+    return (
+        record.state.value,
+        record.http_status,
+        record.attempts,
+        saved.path if saved else None,
+        saved.bytes if saved else None,
+        saved.sha256 if saved else None,
+        record.error,
+        record.retryable,
+        stamp,
+        stamp,
+        record.job.rowid,
+    )
 
 
 class Store:
@@ -151,35 +168,15 @@ class Store:
                 ((now_iso(), job.rowid) for job in jobs),
             )
 
-    def record_done(self, job: Job, saved: Saved, *, attempts: int) -> None:
-        """Record a heatmap already durable at `saved.path`."""
+    def record(self, records: Sequence[Record]) -> None:
+        """Write final outcomes, many in one transaction; `done` files must be durable already."""
         stamp = now_iso()
         with self.conn:
-            self.conn.execute(
-                "UPDATE jobs SET state = 'done', http_status = 200, attempts = ?, path = ?, "
-                "bytes = ?, sha256 = ?, error = NULL, retryable = NULL, updated_at = ?, "
-                "finished_at = ? WHERE rowid = ?",
-                (attempts, saved.path, saved.bytes, saved.sha256, stamp, stamp, job.rowid),
-            )
-
-    def record_final(
-        self,
-        job: Job,
-        state: JobState,
-        *,
-        attempts: int,
-        http_status: int | None,
-        error: str | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        """Record `no_heatmap` or `failed`."""
-        stamp = now_iso()
-        with self.conn:
-            self.conn.execute(
-                "UPDATE jobs SET state = ?, http_status = ?, attempts = ?, path = NULL, "
-                "bytes = NULL, sha256 = NULL, error = ?, retryable = ?, updated_at = ?, "
-                "finished_at = ? WHERE rowid = ?",
-                (state.value, http_status, attempts, error, retryable, stamp, stamp, job.rowid),
+            self.conn.executemany(
+                "UPDATE jobs SET state = ?, http_status = ?, attempts = ?, path = ?, bytes = ?, "
+                "sha256 = ?, error = ?, retryable = ?, updated_at = ?, finished_at = ? "
+                "WHERE rowid = ?",
+                (_record_values(record, stamp) for record in records),
             )
 
     def record_attempt(

@@ -138,3 +138,21 @@ def test_user_ceiling_wins_over_a_restored_rate() -> None:
     pacer = make(clock, max_rate=0.5)
     pacer.restore({"rate": 5.0, "windows": {}})
     assert pacer.rate == 0.5
+
+
+def test_the_rate_rises_when_a_window_estimate_tightens() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    # The first estimate comes from a 429's whole-second Retry-After: too long.
+    pacer.on_answer(200, {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59"}, sent_at=0.0)
+    clock.now = 3.2
+    pacer.on_answer(429, {"retry-after": "4", "x-ratelimit-limit": "60"}, sent_at=3.2)
+    first = pacer.rate
+    assert first is not None and first < 60 / 7.0
+    # Two first hits 6.05 s apart prove the window is at most 6.05 s.
+    for start in (7.2, 13.25):
+        pacer.on_answer(
+            200, {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59"}, sent_at=start
+        )
+    assert pacer.windows[60] == pytest.approx(6.05)
+    assert pacer.rate == pytest.approx(0.995 * 60 / 6.05)

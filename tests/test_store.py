@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchmap.errors import InputError
-from batchmap.models import JobState, Saved
+from batchmap.models import JobState, Record, Saved
 from batchmap.store import Store
 
 
@@ -26,7 +26,7 @@ def test_loading_again_adds_only_new_identifiers(store: Store) -> None:
 def test_loading_never_resets_finished_rows(store: Store) -> None:
     store.load_ids(["a"])
     (job,) = store.claim(10)
-    store.record_done(job, Saved("/x/a.png", 10, "ff"), attempts=1)
+    store.record([Record(job, JobState.DONE, 1, 200, saved=Saved("/x/a.png", 10, "ff"))])
     store.load_ids(["a"])
     assert store.counts()[JobState.DONE] == 1
 
@@ -52,14 +52,16 @@ def test_recover_returns_running_rows_to_pending(store: Store) -> None:
     store.load_ids(["a", "b"])
     claimed = store.claim(2)
     assert store.counts()[JobState.RUNNING] == 2
-    assert {j.identifier for j in store.recover()} == {j.identifier for j in claimed}
+    assert {j.identifier for j in store.running()} == {j.identifier for j in claimed}
+    assert store.recover() == 2
     assert store.counts()[JobState.PENDING] == 2
+    assert store.running() == []
 
 
 def test_release_does_not_undo_a_finished_row(store: Store) -> None:
     store.load_ids(["a"])
     (job,) = store.claim(1)
-    store.record_final(job, JobState.NO_HEATMAP, attempts=1, http_status=204)
+    store.record([Record(job, JobState.NO_HEATMAP, 1, 204)])
     store.release([job])
     assert store.counts()[JobState.NO_HEATMAP] == 1
 
@@ -67,8 +69,12 @@ def test_release_does_not_undo_a_finished_row(store: Store) -> None:
 def test_retry_failed_puts_failed_rows_back_with_fresh_attempts(store: Store) -> None:
     store.load_ids(["a", "b"])
     a, b = store.claim(2)
-    store.record_final(a, JobState.FAILED, attempts=5, http_status=503, error="HTTP 503")
-    store.record_final(b, JobState.FAILED, attempts=1, http_status=404, error="HTTP 404")
+    store.record(
+        [
+            Record(a, JobState.FAILED, 5, 503, error="HTTP 503", retryable=True),
+            Record(b, JobState.FAILED, 1, 404, error="HTTP 404", retryable=False),
+        ]
+    )
     assert store.retry_failed() == 2
     assert {j.attempts for j in store.claim(5)} == {0}
 
@@ -76,9 +82,13 @@ def test_retry_failed_puts_failed_rows_back_with_fresh_attempts(store: Store) ->
 def test_status_queries(store: Store) -> None:
     store.load_ids(["a", "b", "c"])
     a, b, c = store.claim(3)
-    store.record_final(a, JobState.FAILED, attempts=1, http_status=404, error="HTTP 404")
-    store.record_final(b, JobState.FAILED, attempts=1, http_status=404, error="HTTP 404")
-    store.record_done(c, Saved("/p", 1, "00"), attempts=1)
+    store.record(
+        [
+            Record(a, JobState.FAILED, 1, 404, error="HTTP 404"),
+            Record(b, JobState.FAILED, 1, 404, error="HTTP 404"),
+            Record(c, JobState.DONE, 1, 200, saved=Saved("/p", 1, "00")),
+        ]
+    )
     assert store.top_errors() == [("HTTP 404", 2)]
     assert dict(store.status_counts()) == {404: 2, 200: 1}
     assert store.last_activity() is not None
