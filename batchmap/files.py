@@ -1,8 +1,8 @@
 """Identifier -> safe file name, atomic durable writes, and clean-up of partial files.
 
-Crash safety rests on one ordering: the PNG is written to `.partial/`, fsynced, renamed to
-its final name and the directory fsynced (`sync_dirs`), and only then is the row recorded
-`done`. A crash leaves either nothing under the final name or the complete file.
+Crash safety rests on one ordering: the PNG is written to `.partial/` (`stage`), fsynced,
+renamed to its final name and the directory fsynced (`publish`), and only then is the row
+recorded `done`. A crash leaves either nothing under the final name or the complete file.
 """
 
 from __future__ import annotations
@@ -52,22 +52,38 @@ def heatmap_path(out: Path, identifier: str, *, layout: Layout) -> Path:
     return out / shard / name
 
 
-def write_atomic(path: Path, data: bytes, *, out: Path) -> Saved:
-    """Write `data` to `path` so that the final name only ever holds the complete file.
-
-    The data is durable on return; the new name is once `sync_dirs` has run on its directory,
-    which the caller does (for many files at once) before recording them.
-    """
-    partial_dir = out / PARTIAL_DIR
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_dir / f"{path.name}.{os.getpid()}"
-    with open(tmp, "wb") as handle:
+def stage(path: Path, data: bytes, *, out: Path) -> Saved:
+    """Write `data` under `.partial/`, to appear at `path` once `publish` has run."""
+    partial = _partial_path(path, out=out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return Saved(path=str(path), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def publish(paths: Iterable[Path], *, out: Path) -> None:
+    """Move staged files to their final names, durably: data first, then names.
+
+    Every file is fsynced before it is renamed, so even a power cut cannot leave a partial
+    file under a final name; the directories are fsynced last, so the names survive too.
+    One call for many files lets their fsyncs share the file system's journal commits.
+    """
+    targets = list(paths)
+    for path in targets:
+        fd = os.open(_partial_path(path, out=out), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for path in targets:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(_partial_path(path, out=out), path)
+    for directory in {path.parent for path in targets}:
+        _fsync_dir(directory)
+
+
+def _partial_path(path: Path, *, out: Path) -> Path:
+    return out / PARTIAL_DIR / f"{path.name}.{os.getpid()}"
 
 
 def remove_partials(out: Path) -> int:
@@ -87,12 +103,6 @@ def remove_file(path: Path) -> None:
     except FileNotFoundError:
         return
     _fsync_dir(path.parent)
-
-
-def sync_dirs(directories: Iterable[Path]) -> None:
-    """Make the renames into these directories durable."""
-    for directory in directories:
-        _fsync_dir(directory)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -2,7 +2,8 @@
 
 Every worker waits its turn at one shared Pacer. Transient failures go to a retry heap with
 their backoff time rather than holding a worker asleep; a 429 puts its job straight back.
-Order of effects per heatmap: fetch -> durable file (files.write_atomic) -> `done` row.
+Order of effects per heatmap: fetch -> staged file -> durable file under its final name
+(files.publish, a batch at a time) -> `done` row.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import httpx
 
 from batchmap.errors import AuthError
 from batchmap.fetch import fetch_heatmap
-from batchmap.files import Layout, heatmap_path, remove_file, sync_dirs, write_atomic
+from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
 from batchmap.models import Job, JobState, Outcome, Record, Verdict
 from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
 from batchmap.store import Store
 
+WAITING, FETCHING = "waiting for its turn", "fetching"  # the interruptible phases of a worker
 RECORD_BATCH = 64  # finished rows written to the table in one transaction
 FLUSH_EVERY = 0.2  # seconds: the longest a finished row waits to be recorded
 
@@ -97,14 +99,15 @@ class Runner:
         self._in_flight: dict[int, Job] = {}
         self._exhausted = False
         self._wake = asyncio.Event()
+        self._phase: dict[asyncio.Task[object], str] = {}  # workers that a stop may interrupt
         self._unrecorded: list[Record] = []
-        self._unsynced_dirs: set[Path] = set()
+        self._flushing = asyncio.Lock()
 
     async def run(self) -> Tally:
         """Work until no row is left, a stop is requested, or the API refuses the key."""
         self.tally.started_at = self.clock()
         helpers = [
-            asyncio.create_task(self._wake_on_stop()),
+            asyncio.create_task(self._watch_stop()),
             asyncio.create_task(self._flush_now_and_then()),
         ]
         try:
@@ -112,7 +115,7 @@ class Runner:
         finally:
             for helper in helpers:
                 helper.cancel()
-            self.flush()
+            await self.flush()
             # Claimed rows nobody finished go back to pending: nothing is lost or left running.
             leftover = [*self._ready, *(job for _, _, job in self._retries)]
             self.store.release([*leftover, *self._in_flight.values()])
@@ -127,9 +130,19 @@ class Runner:
         """True once a stop was requested or the run must end."""
         return self.stop.graceful.is_set()
 
-    async def _wake_on_stop(self) -> None:
+    async def _watch_stop(self) -> None:
+        # The first stop interrupts workers waiting for their turn, the second (or a 401/403)
+        # abandons requests in flight too. A worker writing a file is never interrupted.
         await self.stop.graceful.wait()
         self._wake.set()
+        self._interrupt(WAITING)
+        await self.stop.force.wait()
+        self._interrupt(WAITING, FETCHING)
+
+    def _interrupt(self, *phases: str) -> None:
+        for task, phase in list(self._phase.items()):
+            if phase in phases:
+                task.cancel()
 
     async def _worker(self) -> None:
         while (job := await self._next_job()) is not None:
@@ -166,20 +179,25 @@ class Runner:
             task.cancel()
 
     async def _process(self, job: Job) -> None:
-        turn = asyncio.ensure_future(self.pacer.wait_turn())
-        await self._first_of(turn, self.stop.graceful.wait())
-        if not turn.done():
-            turn.cancel()
-            return  # stopped while waiting its turn: released to pending by run()
-        sent_at = turn.result()
-        fetch = asyncio.ensure_future(
-            fetch_heatmap(self.client, job.identifier, timeout=self.settings.timeout)
-        )
-        await self._first_of(fetch, self.stop.force.wait())
-        if not fetch.done():
-            fetch.cancel()
-            return  # abandoned on a second Ctrl-C: released to pending by run()
-        outcome = fetch.result()
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            self._phase[me] = WAITING
+            sent_at = await self.pacer.wait_turn()
+            if self.stopping:
+                return  # no new request after a stop: released to pending by run()
+            self._phase[me] = FETCHING
+            outcome = await fetch_heatmap(
+                self.client, job.identifier, timeout=self.settings.timeout
+            )
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise  # not our stop: let it through
+            me.uncancel()
+            return  # interrupted by a stop: released to pending by run()
+        finally:
+            self._phase.pop(me, None)
+        # From here on nothing interrupts the worker: a fetched heatmap is always settled.
         self.tally.requests += 1
         if outcome.http_status is None:
             self.pacer.on_no_answer()
@@ -192,14 +210,16 @@ class Runner:
         remove_file(heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout))
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
+        self._decide(job, outcome)
+        if len(self._unrecorded) >= RECORD_BATCH:
+            await self.flush()
+
+    def _decide(self, job: Job, outcome: Outcome) -> None:
         attempts = job.attempts + 1
         match outcome.verdict:
             case Verdict.DONE:
                 path = heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
-                saved = await asyncio.to_thread(
-                    write_atomic, path, outcome.body, out=self.settings.out
-                )
-                self._unsynced_dirs.add(path.parent)
+                saved = stage(path, outcome.body, out=self.settings.out)
                 self._finish(Record(job, JobState.DONE, attempts, 200, saved=saved))
             case Verdict.NO_HEATMAP:
                 self._drop_stray_file(job)
@@ -247,23 +267,23 @@ class Runner:
         self.tally.finished[record.state] += 1
         del self._in_flight[record.job.rowid]
         self._unrecorded.append(record)
-        if len(self._unrecorded) >= RECORD_BATCH:
-            self.flush()
 
-    def flush(self) -> None:
-        """Record finished rows in one transaction, once the renames of their files are durable.
+    async def flush(self) -> None:
+        """Publish staged heatmaps durably, then record the batch in one transaction.
 
         Until then a row stays `running` in the table: a crash now costs a refetch, never a
         `done` row without its file.
         """
-        if not self._unrecorded:
-            return
-        sync_dirs(self._unsynced_dirs)
-        self.store.record(self._unrecorded)
-        self._unsynced_dirs.clear()
-        self._unrecorded.clear()
+        async with self._flushing:
+            batch, self._unrecorded = self._unrecorded, []
+            if not batch:
+                return
+            paths = [Path(record.saved.path) for record in batch if record.saved]
+            if paths:
+                await asyncio.to_thread(publish, paths, out=self.settings.out)
+            self.store.record(batch)
 
     async def _flush_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_EVERY)  # real time: this bounds the loss to a crash
-            self.flush()
+            await self.flush()

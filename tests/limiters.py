@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 
@@ -16,7 +17,11 @@ class FakeClock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
+        # Sleepers that start together wake together: time moves to the latest wake-up,
+        # not to the sum of everyone's naps.
+        target = self.now + max(0.0, seconds)
+        await asyncio.sleep(0)
+        self.now = max(self.now, target)
 
 
 @dataclass

@@ -15,8 +15,9 @@ from batchmap.files import (
     Layout,
     file_name,
     heatmap_path,
+    publish,
     remove_partials,
-    write_atomic,
+    stage,
 )
 
 identifiers = st.text(min_size=1, max_size=1024).filter(lambda s: "\x00" not in s)
@@ -56,11 +57,14 @@ def test_awkward_identifiers_are_hashed(identifier: str) -> None:
     assert "~" in file_name(identifier)
 
 
-def test_write_atomic_leaves_only_the_complete_file(tmp_path: Path) -> None:
+def test_a_staged_file_appears_under_its_name_only_when_published(tmp_path: Path) -> None:
     path = heatmap_path(tmp_path, "abc", layout=Layout.SHARDED)
-    saved = write_atomic(path, b"payload", out=tmp_path)
-    assert path.read_bytes() == b"payload"
+    saved = stage(path, b"payload", out=tmp_path)
+    assert not path.exists()  # a crash now leaves only a partial file, cleaned on restart
     assert saved.bytes == 7 and saved.sha256 == hashlib.sha256(b"payload").hexdigest()
+    publish([path], out=tmp_path)
+    assert path.read_bytes() == b"payload"
+    assert saved.path == str(path)
     assert list((tmp_path / PARTIAL_DIR).iterdir()) == []
 
 
