@@ -277,14 +277,14 @@ def test_a_rate_limited_run_paces_itself_and_never_fails_a_row_for_429(
 def test_transient_5xx_are_retried_until_every_row_ends_right(
     workspace: Workspace, fake_server_factory: StartServer
 ) -> None:
-    # The fake's dice are seeded, so request n of the run is a 503 or not whatever the timing.
-    # Seed 190 fails 7 of the first 20 requests (every identifier's first try) and none of the
-    # 17 after: the retries succeed, and the run takes about the 1 s of the first backoff.
-    # Seed 1 puts runs of 503s late, where they all hit the last straggler: 6-7 attempts with
-    # real exponential backoff, 9-36 s (the CLI has no switch to shorten backoff sleeps).
-    server = fake_server_factory("--no-limits", "--error-rate", "0.3", "--seed", "190")
+    # The fake's dice are seeded, so request n of the run is a 503 or not whatever the timing;
+    # --backoff-base keeps the real exponential backoff short.
+    server = fake_server_factory("--no-limits", "--error-rate", "0.3", "--seed", "1")
     ids = make_ids("flaky", ok=16, no_heatmap=2, missing=2)
-    result = workspace.run(workspace.csv(ids), server, "--max-attempts", "10", "--timeout", "5")
+    result = workspace.run(
+        workspace.csv(ids), server, "--max-attempts", "10", "--timeout", "5",
+        "--backoff-base", "0.02",
+    )  # fmt: skip
     assert result.code == 1, result.output
     rows = workspace.rows()
     check_final_states(rows, ids, workspace.out)
@@ -313,6 +313,36 @@ def test_a_5xx_on_every_attempt_fails_the_row_after_max_attempts(
         assert "503" in row["error"], row
         assert row["retryable"] == 1, row
     assert server.requests() == 2 * len(ids)
+    assert files_under(workspace.out) == set()
+
+
+def test_dropped_connections_are_retried_until_every_row_ends_right(
+    workspace: Workspace, fake_server_factory: StartServer
+) -> None:
+    server = fake_server_factory("--no-limits", "--drop-rate", "0.3", "--seed", "7")
+    ids = make_ids("dropped", ok=16, no_heatmap=2, missing=2)
+    result = workspace.run(
+        workspace.csv(ids), server, "--max-attempts", "10", "--backoff-base", "0.02"
+    )
+    assert result.code == 1, result.output
+    check_final_states(workspace.rows(), ids, workspace.out)
+    assert server.stats()["dropped"] > 0
+
+
+def test_a_server_too_slow_for_the_timeout_fails_rows_with_a_clear_error(
+    workspace: Workspace, fake_server_factory: StartServer
+) -> None:
+    server = fake_server_factory("--no-limits", "--latency", "3")
+    ids = make_ids("slow", ok=3)
+    result = workspace.run(
+        workspace.csv(ids), server, "--max-attempts", "2", "--timeout", "0.3",
+        "--backoff-base", "0.02",
+    )  # fmt: skip
+    assert result.code == 1, result.output
+    for row in workspace.rows().values():
+        assert (row["state"], row["attempts"], row["retryable"]) == ("failed", 2, 1), row
+        assert row["error"] == "timed out after 0.3s", row
+        assert row["http_status"] is None, row
     assert files_under(workspace.out) == set()
 
 
