@@ -272,8 +272,12 @@ class Runner:
         """Publish staged heatmaps durably, then record the batch in one transaction.
 
         Until then a row stays `running` in the table: a crash now costs a refetch, never a
-        `done` row without its file.
+        `done` row without its file. Shielded: a batch once taken is always recorded, even
+        when the caller is cancelled (the next flush waits for it on the lock).
         """
+        await asyncio.shield(self._flush())
+
+    async def _flush(self) -> None:
         async with self._flushing:
             batch, self._unrecorded = self._unrecorded, []
             if not batch:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+import batchmap.runner as runner_module
+from batchmap import files
 from batchmap.errors import AuthError
 from batchmap.fetch import make_client
 from batchmap.files import Layout
-from batchmap.models import JobState
+from batchmap.models import JobState, Outcome, Verdict
 from batchmap.pacer import Pacer
 from batchmap.runner import Runner, RunSettings, Tally
 from batchmap.store import Store
@@ -180,3 +183,34 @@ def test_a_graceful_stop_returns_unfinished_rows_to_pending(tmp_path: Path) -> N
     assert counts[JobState.RUNNING] == 0
     assert counts[JobState.DONE] + counts[JobState.PENDING] == 50
     assert 5 <= counts[JobState.DONE] <= 7
+
+
+def test_a_flush_cancelled_halfway_still_records_its_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(tmp_path, ["a", "b"])
+    release = threading.Event()
+
+    def slow_publish(paths: list[Path], *, out: Path) -> None:
+        release.wait(5)
+        files.publish(paths, out=out)
+
+    monkeypatch.setattr(runner_module, "publish", slow_publish)
+
+    async def scenario(runner: Runner) -> None:
+        for job in h.store.claim(2):
+            runner._in_flight[job.rowid] = job
+            runner._decide(job, Outcome(Verdict.DONE, 200, body=tiny_png()))
+        first = asyncio.create_task(runner.flush())
+        await asyncio.sleep(0.05)
+        first.cancel()  # as run() cancels its periodic flusher on the way out
+        release.set()
+        await runner.flush()
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as client:
+            await scenario(Runner(h.store, client, h.pacer, h.settings))
+
+    asyncio.run(go())
+    assert h.store.counts()[JobState.DONE] == 2
+    assert all(Path(str(row["path"])).exists() for row in h.store.rows())
