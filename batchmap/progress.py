@@ -10,6 +10,7 @@ from enum import StrEnum
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.table import Table
 from rich.text import Text
 
 from batchmap.models import JobState
@@ -38,6 +39,7 @@ class Snapshot:
     pause: str | None
     retries: int
     rate_limited: int
+    last_error: str | None
 
     @property
     def finished(self) -> int:
@@ -115,6 +117,7 @@ def snapshot(
         pause=pause,
         retries=runner.tally.retries,
         rate_limited=runner.tally.rate_limited,
+        last_error=runner.tally.last_error,
     )
 
 
@@ -157,13 +160,15 @@ def plain_line(snap: Snapshot) -> str:
 def panel(snap: Snapshot) -> Group:
     """The live view: a bar, the counts, the pace, and why the pool waits if it does."""
     share = 100 * snap.finished / snap.total if snap.total else 100.0
-    bar = ProgressBar(total=max(snap.total, 1), completed=snap.finished, width=50)
-    lines: list[Text | ProgressBar] = [
-        Text.assemble(("batchmap ", "bold"), f"{snap.finished}/{snap.total} ({share:.1f}%)"),
-        bar,
-        Text(_counts_text(snap)),
-        Text(_pace_text(snap)),
-    ]
+    top = Table.grid(padding=(0, 1))
+    top.add_row(
+        Text("batchmap", style="bold"),
+        ProgressBar(total=max(snap.total, 1), completed=snap.finished, width=40),
+        Text(f"{snap.finished}/{snap.total} ({share:.1f}%)"),
+    )
+    lines: list[Table | Text] = [top, Text(_counts_text(snap)), Text(_pace_text(snap))]
     if snap.pause:
         lines.append(Text(snap.pause, style="yellow"))
+    if snap.last_error:
+        lines.append(Text(f"last error: {snap.last_error}", style="dim"))
     return Group(*lines)
