@@ -270,3 +270,25 @@ def test_a_pending_row_with_a_leftover_file_never_keeps_it_when_it_fails(
     assert files_under(workspace.out) == {
         Path(rows[i]["path"]).resolve() for i in ids if i != victim
     }
+
+
+def test_a_pause_the_server_imposed_survives_a_restart(
+    workspace: Workspace, fake_server_factory: StartServer
+) -> None:
+    # 4 requests per 5 s: the run uses them up, meets a 429 and pauses the pool.
+    server = fake_server_factory("--limit", "4/5")
+    ids = make_ids("paused", ok=8)
+    running = workspace.spawn(*workspace.fetch_args(["run", workspace.csv(ids).name], server))
+    wait_for(lambda: server.stats()["by_status"].get("429", 0) >= 1, timeout=30, what="a 429")
+    time.sleep(0.3)  # the pacer's state is saved every half second
+    running.process.send_signal(signal.SIGINT)
+    assert running.finish(timeout=30).code == 130
+    status = workspace.status()
+    assert status["pause"] is not None and "429" in status["pause"]["reason"], status
+    limited = server.stats()["by_status"]["429"]
+
+    # The restart waits out the pause it inherited instead of opening with a 429.
+    resumed = workspace.resume(server)
+    assert resumed.code == 0, resumed.output
+    assert server.stats()["by_status"]["429"] == limited
+    check_final_states(workspace.rows(), ids, workspace.out)
