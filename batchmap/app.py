@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from batchmap.errors import InputError
 from batchmap.fetch import make_client
 from batchmap.files import Layout, heatmap_path, remove_file, remove_partials
 from batchmap.ids import IdSource
@@ -83,6 +84,7 @@ def fetch_all(
     db_path: Path, options: FetchOptions, *, on_tick: Tick | None = None, tick_every: float = 0.5
 ) -> RunResult:
     """Fetch every unfinished row, holding the job lock for the whole run."""
+    check_base_url(options.base_url)
     warn_if_plain_http(options.base_url)
     store = Store(db_path, create=False)
     try:
@@ -177,6 +179,16 @@ async def _tick(
         if on_tick is not None:
             on_tick(runner, base_counts)
         await asyncio.sleep(every)
+
+
+def check_base_url(base_url: str) -> None:
+    """Refuse a base URL that could never reach an API, before any row is touched."""
+    try:
+        url = httpx.URL(base_url)
+    except httpx.InvalidURL as error:
+        raise InputError(f"--base-url {base_url!r}: {error}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InputError(f"--base-url {base_url!r}: expected http(s)://HOST[:PORT][/PREFIX]")
 
 
 def warn_if_plain_http(base_url: str) -> None:

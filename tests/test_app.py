@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from batchmap.app import RunResult, warn_if_plain_http
+from batchmap.app import RunResult, check_base_url, warn_if_plain_http
+from batchmap.errors import InputError
 from batchmap.models import JobState
 from batchmap.runner import Tally
 
@@ -46,3 +47,16 @@ def test_plain_http_off_this_machine_is_warned_about(
     with caplog.at_level(logging.WARNING, logger="batchmap"):
         warn_if_plain_http(url)
     assert ("unencrypted" in caplog.text) is warned
+
+
+@pytest.mark.parametrize(
+    "url", ["backend.identifai.net", "ftp://backend.identifai.net", "https://", "http://[::1"]
+)
+def test_a_base_url_that_cannot_reach_an_api_is_refused(url: str) -> None:
+    with pytest.raises(InputError, match="--base-url"):
+        check_base_url(url)
+
+
+def test_a_normal_base_url_passes() -> None:
+    check_base_url("https://backend.identifai.net")
+    check_base_url("http://127.0.0.1:8000/prefix")
