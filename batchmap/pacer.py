@@ -151,7 +151,7 @@ class Pacer:
             self._last_cut = now
             if self.rate is None:
                 # An unpaced burst says little about the real limit: start from what was
-                # accepted lately and slow-start (double quickly) up to the next 429.
+                # accepted lately and slow-start (2% more per success) up to the next 429.
                 base = self._accepted_rate(now)
             else:
                 base = self.rate
@@ -261,6 +261,7 @@ class Pacer:
         self._window_floor = {int(k): float(v) for k, v in state.get("window_floor", {}).items()}
         good = state.get("good_rate")
         self._good_rate = float(good) if good is not None else None
+        self._slow_start = self._good_rate is None  # a learned level is probed gently
         rate = state.get("rate")
         if rate is not None and (self.max_rate is None or rate < self.max_rate):
             self.rate = float(rate)

@@ -156,3 +156,12 @@ def test_the_rate_rises_when_a_window_estimate_tightens() -> None:
         )
     assert pacer.windows[60] == pytest.approx(6.05)
     assert pacer.rate == pytest.approx(0.995 * 60 / 6.05)
+
+
+def test_a_restored_aimd_rate_is_probed_gently_not_slow_started() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    pacer.restore({"rate": 18.0, "good_rate": 20.0, "windows": {}})
+    for _ in range(100):
+        pacer.on_answer(200, {}, sent_at=clock())
+    assert pacer.rate is not None and pacer.rate < 20.0 * 1.01
