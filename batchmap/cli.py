@@ -19,8 +19,7 @@ from batchmap.errors import BatchmapError
 from batchmap.files import Layout
 from batchmap.models import JobState, LoadStats
 from batchmap.progress import Mode, ProgressView, duration
-from batchmap.report import Format, export, status_facts
-from batchmap.store import Store
+from batchmap.report import Format
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("batchmap")
@@ -205,11 +204,7 @@ def resume(retry_failed: bool, db: Path, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: Path, as_json: bool) -> None:
     """Counts per state and HTTP status, frequent errors, last activity, any pause."""
-    store = Store(db, create=False)
-    try:
-        facts = status_facts(store)
-    finally:
-        store.close()
+    facts = app.read_status(db)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
@@ -240,18 +235,10 @@ def status(db: Path, as_json: bool) -> None:
 )
 def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
     """One record per identifier: csv, json, jsonl or a self-contained html page."""
-    store = Store(db, create=False)
-    try:
-        kwargs: dict[str, Any] = {"fmt": Format(fmt), "state": JobState(state) if state else None}
-        if output is None:
-            export(store, sys.stdout, **kwargs)
-            return
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w", encoding="utf-8", newline="") as handle:
-            count = export(store, handle, report_dir=output.parent, **kwargs)
+    selected = JobState(state) if state else None
+    count = app.write_report(db, fmt=Format(fmt), state=selected, output=output)
+    if output is not None:
         click.echo(f"wrote {count} rows to {output}", err=True)
-    finally:
-        store.close()
 
 
 def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:
