@@ -9,30 +9,26 @@ import asyncio
 import ipaddress
 import logging
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from batchmap.errors import InputError
+from batchmap.errors import EXIT_INTERRUPTED, InputError
 from batchmap.fetch import make_client
 from batchmap.files import Layout, heatmap_path, remove_file, remove_partials
 from batchmap.ids import IdSource
 from batchmap.lock import JobLock
-from batchmap.models import JobState, LoadStats
+from batchmap.models import DEFAULT_BASE_URL, JobState, LoadStats
 from batchmap.pacer import Pacer
-from batchmap.report import Format, export, status_facts
 from batchmap.runner import Runner, RunSettings, Tally
 from batchmap.store import Store
 
 log = logging.getLogger("batchmap")
 
 DEFAULT_OUT = Path("heatmaps")
-DEFAULT_BASE_URL = "https://backend.identifai.net"
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,30 +77,6 @@ def load_csv(db_path: Path, csv_path: Path, *, column: str | None = None) -> Loa
     finally:
         store.close()
     return LoadStats(read=seen, added=added, duplicates=seen - added, blank=source.blank)
-
-
-def read_status(db_path: Path) -> dict[str, Any]:
-    """The facts `batchmap status` shows, from an existing job database."""
-    store = Store(db_path, create=False)
-    try:
-        return status_facts(store)
-    finally:
-        store.close()
-
-
-def write_report(
-    db_path: Path, *, fmt: Format, state: JobState | None = None, output: Path | None = None
-) -> int:
-    """Export the job table to `output` (standard output when None); the number of rows."""
-    store = Store(db_path, create=False)
-    try:
-        if output is None:
-            return export(store, sys.stdout, fmt=fmt, state=state)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "w", encoding="utf-8", newline="") as handle:
-            return export(store, handle, fmt=fmt, state=state, report_dir=output.parent)
-    finally:
-        store.close()
 
 
 def fetch_all(

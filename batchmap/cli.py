@@ -1,4 +1,8 @@
-"""Click commands only: parse options, call one function of batchmap.app, show the result."""
+"""Click commands only: parse options, call one function of batchmap.app, show the result.
+
+`app` (httpx, the worker pool) and `progress` are imported inside the commands that fetch,
+so that `status` and `report` start in a fraction of the time.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,20 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from batchmap import __version__, app
-from batchmap.errors import BatchmapError
+from batchmap import __version__
+from batchmap.errors import EXIT_INTERRUPTED, BatchmapError
 from batchmap.files import Layout
-from batchmap.models import JobState, LoadStats
-from batchmap.progress import Mode, ProgressView, duration
-from batchmap.report import Format
+from batchmap.models import DEFAULT_BASE_URL, JobState, LoadStats
+from batchmap.report import Format, read_status, write_report
+
+if TYPE_CHECKING:
+    from batchmap.app import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("batchmap")
@@ -34,7 +40,7 @@ class BatchmapGroup(click.Group):
         except BatchmapError as error:
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted", app.EXIT_INTERRUPTED)
+            _fail("interrupted", EXIT_INTERRUPTED)
         except OSError as error:
             _fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), 1)
 
@@ -104,7 +110,7 @@ def fetch_options(func: F) -> F:
         click.option(
             "--base-url",
             envvar="IDENTIFAI_BASE_URL",
-            default=app.DEFAULT_BASE_URL,
+            default=DEFAULT_BASE_URL,
             show_default=True,
             show_envvar=True,
             help="API origin.",
@@ -173,6 +179,8 @@ def cli() -> None:
 @verbosity_options
 def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int) -> None:
     """Load IDS_CSV into the job table and say what was added; fetch nothing."""
+    from batchmap import app
+
     _setup_logging(quiet, verbose)
     _show_load(ids_csv, app.load_csv(db, ids_csv, column=column))
 
@@ -183,6 +191,8 @@ def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int)
 @fetch_options
 def run(ids_csv: Path, column: str | None, db: Path, **options: Any) -> None:
     """Load IDS_CSV, then fetch every identifier not finished."""
+    from batchmap import app
+
     _setup_logging(options["quiet"], options["verbose"])
     _require_key(options)
     _show_load(ids_csv, app.load_csv(db, ids_csv, column=column))
@@ -204,7 +214,7 @@ def resume(retry_failed: bool, db: Path, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: Path, as_json: bool) -> None:
     """Counts per state and HTTP status, frequent errors, last activity, any pause."""
-    facts = app.read_status(db)
+    facts = read_status(db)
     if as_json:
         click.echo(json.dumps(facts, indent=2))
     else:
@@ -236,7 +246,7 @@ def status(db: Path, as_json: bool) -> None:
 def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
     """One record per identifier: csv, json, jsonl or a self-contained html page."""
     selected = JobState(state) if state else None
-    count = app.write_report(db, fmt=Format(fmt), state=selected, output=output)
+    count = write_report(db, fmt=Format(fmt), state=selected, output=output)
     if output is not None:
         click.echo(f"wrote {count} rows to {output}", err=True)
 
@@ -319,6 +329,9 @@ def _show_load(ids_csv: Path, stats: LoadStats) -> None:
 
 
 def _fetch(db: Path, options: dict[str, Any], *, retry_failed: bool) -> None:
+    from batchmap import app
+    from batchmap.progress import Mode, ProgressView
+
     fetch = app.FetchOptions(
         api_key=options["api_key"],
         base_url=options["base_url"],
@@ -341,7 +354,9 @@ def _fetch(db: Path, options: dict[str, Any], *, retry_failed: bool) -> None:
     sys.exit(result.exit_code)
 
 
-def _show_summary(result: app.RunResult) -> None:
+def _show_summary(result: RunResult) -> None:
+    from batchmap.progress import duration
+
     counts, tally = result.counts, result.tally
     table = Table(
         title=f"batchmap: run {'interrupted' if result.interrupted else 'finished'} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, after a graceful stop
+
 
 class BatchmapError(Exception):
     """Base of every error batchmap reports to its user; `exit_code` follows PRODUCT.md."""

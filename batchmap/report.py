@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from collections.abc import Iterator
 from enum import StrEnum
@@ -26,6 +27,7 @@ class Format(StrEnum):
 def status_facts(store: Store, *, now: float | None = None) -> dict[str, Any]:
     """Everything `batchmap status` shows, as JSON-ready data."""
     counts = store.counts()
+    by_status, last_activity = store.activity()
     pacer = store.get_meta("pacer") or {}
     moment = time.time() if now is None else now
     paused_until = float(pacer.get("paused_until", 0.0))
@@ -33,11 +35,9 @@ def status_facts(store: Store, *, now: float | None = None) -> dict[str, Any]:
         "database": str(store.path),
         "total": sum(counts.values()),
         "counts": {state.value: n for state, n in counts.items()},
-        "http_status": {
-            str(code) if code is not None else "none": n for code, n in store.status_counts()
-        },
+        "http_status": {str(code) if code is not None else "none": n for code, n in by_status},
         "top_errors": [{"error": error, "count": n} for error, n in store.top_errors()],
-        "last_activity": store.last_activity(),
+        "last_activity": last_activity,
         "out": store.get_meta("out"),
         "pause": (
             {
@@ -104,3 +104,27 @@ def _write_json(rows: Iterator[dict[str, Any]], handle: TextIO) -> int:
         handle.write(("\n" if count == 1 else ",\n") + json.dumps(row, ensure_ascii=False))
     handle.write("\n]\n")
     return count
+
+
+def read_status(db_path: Path) -> dict[str, Any]:
+    """The facts `batchmap status` shows, from an existing job database."""
+    store = Store(db_path, create=False)
+    try:
+        return status_facts(store)
+    finally:
+        store.close()
+
+
+def write_report(
+    db_path: Path, *, fmt: Format, state: JobState | None = None, output: Path | None = None
+) -> int:
+    """Export the job table to `output` (standard output when None); the number of rows."""
+    store = Store(db_path, create=False)
+    try:
+        if output is None:
+            return export(store, sys.stdout, fmt=fmt, state=state)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            return export(store, handle, fmt=fmt, state=state, report_dir=output.parent)
+    finally:
+        store.close()

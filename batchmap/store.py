@@ -206,13 +206,17 @@ class Store:
         found = dict(self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
         return {state: found.get(state.value, 0) for state in JobState}
 
-    def status_counts(self) -> list[tuple[int | None, int]]:
-        """Rows per last HTTP status, most frequent first."""
-        return list(
-            self.conn.execute(
-                "SELECT http_status, count(*) AS n FROM jobs GROUP BY http_status ORDER BY n DESC"
-            )
-        )
+    def activity(self) -> tuple[list[tuple[int | None, int]], str | None]:
+        """Rows per last HTTP status, most frequent first, and when any row last changed.
+
+        One scan of the table serves both: at a million rows each scan costs about 0.2 s.
+        """
+        groups = self.conn.execute(
+            "SELECT http_status, count(*), max(updated_at) FROM jobs GROUP BY http_status"
+        ).fetchall()
+        counts = sorted(((code, n) for code, n, _ in groups), key=lambda pair: -pair[1])
+        last = max((stamp for _, _, stamp in groups if stamp is not None), default=None)
+        return counts, last
 
     def top_errors(self, limit: int = 5) -> list[tuple[str, int]]:
         """The most frequent errors of `failed` rows, with counts."""
@@ -223,11 +227,6 @@ class Store:
                 (limit,),
             )
         )
-
-    def last_activity(self) -> str | None:
-        """When any row last changed."""
-        row = self.conn.execute("SELECT max(updated_at) FROM jobs").fetchone()
-        return None if row is None else row[0]
 
     def rows(self, *, state: JobState | None = None) -> Iterator[dict[str, Any]]:
         """Every row in load order, streamed, optionally of one state."""

@@ -90,8 +90,9 @@ def test_status_queries(store: Store) -> None:
         ]
     )
     assert store.top_errors() == [("HTTP 404", 2)]
-    assert dict(store.status_counts()) == {404: 2, 200: 1}
-    assert store.last_activity() is not None
+    by_status, last = store.activity()
+    assert by_status == [(404, 2), (200, 1)]
+    assert last is not None and last.endswith("Z")
     assert [row["identifier"] for row in store.rows(state=JobState.FAILED)] == ["a", "b"]
 
 
