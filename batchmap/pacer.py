@@ -35,6 +35,7 @@ PROBE = 0.0003  # then growth per success, as a share of the rate: a 429 every f
 PROBE_SPEEDUP = 50  # successes of probing after which each further 50 doubles the growth
 SLOW_START = 1.02  # growth per success after the first 429 of an unpaced start
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
+ACCEPTED_WINDOW = 2.0  # seconds of successes behind the measured accepted rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,9 @@ class Pacer:
                 # accepted lately and slow-start (2% more per success) up to the next 429.
                 base = self._accepted_rate(now)
             else:
-                base = self.rate
+                # A limiter that is saturated accepts just its own rate: trust that measure
+                # over the rate we were sending at, which overshot.
+                base = min(self.rate, self._accepted_rate(now))
                 self._slow_start = False
             self._good_rate = base
             self.rate = max(MIN_RATE, base * DECREASE)
@@ -229,9 +232,12 @@ class Pacer:
             self.rate = min(self.rate, ceiling)
 
     def _accepted_rate(self, now: float) -> float:
-        while self._accepted and self._accepted[0] < now - 1.0:
+        """Successes per second over the last ACCEPTED_WINDOW seconds (or since the first)."""
+        while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW:
             self._accepted.popleft()
-        return max(MIN_RATE, float(len(self._accepted)))
+        # At least a one-second span: a burst inside a fraction of a second counts per second.
+        span = max(1.0, now - self._accepted[0]) if self._accepted else 1.0
+        return max(MIN_RATE, len(self._accepted) / span)
 
     # -- reporting and persistence -------------------------------------------------------
 

@@ -165,3 +165,10 @@ def test_a_restored_aimd_rate_is_probed_gently_not_slow_started() -> None:
     for _ in range(100):
         pacer.on_answer(200, {}, sent_at=clock())
     assert pacer.rate is not None and pacer.rate < 20.0 * 1.01
+
+
+def test_a_silent_leaky_bucket_costs_few_429s_while_the_pacer_finds_it() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    log = simulate(pacer, clock, LeakyBucket(rate=20.0, burst=5), seconds=60)
+    assert sum(1 for _, status in log if status == 429) <= 8
