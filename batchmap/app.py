@@ -88,8 +88,10 @@ def fetch_all(
     store = Store(db_path, create=False)
     try:
         with JobLock(db_path):
+            # Recover with the layout the killed run used, before this run's options apply.
+            _recover(store, *_stored_output(store))
             settings = _settings(store, options)
-            _recover(store, settings)
+            remove_partials(settings.out)  # in case this run's --out differs from the last
             if options.retry_failed:
                 store.retry_failed()
             pacer = Pacer(max_rate=options.max_rate)
@@ -101,10 +103,17 @@ def fetch_all(
         store.close()
 
 
+def _stored_output(store: Store) -> tuple[Path, Layout]:
+    """The output directory and layout the last run used (or the defaults)."""
+    out = Path(store.get_meta("out") or DEFAULT_OUT).absolute()
+    return out, Layout(store.get_meta("layout") or Layout.SHARDED)
+
+
 def _settings(store: Store, options: FetchOptions) -> RunSettings:
     # The first run's --out and --layout stick to the database, so `resume` finds its files.
-    out = options.out or Path(store.get_meta("out") or DEFAULT_OUT)
-    layout = options.layout or Layout(store.get_meta("layout") or Layout.SHARDED)
+    stored_out, stored_layout = _stored_output(store)
+    out = options.out or stored_out
+    layout = options.layout or stored_layout
     store.set_meta("out", str(out.absolute()))
     store.set_meta("layout", layout.value)
     return RunSettings(
@@ -117,15 +126,15 @@ def _settings(store: Store, options: FetchOptions) -> RunSettings:
     )
 
 
-def _recover(store: Store, settings: RunSettings) -> None:
+def _recover(store: Store, out: Path, layout: Layout) -> None:
     """Undo what a killed run left: `running` rows, their possibly written files, partials."""
     # A `running` row's file may be complete but unrecorded (killed between rename and
     # commit): remove it first, durably, and only then mark the row pending. A kill in
     # between leaves the row `running`, so the next start does this again.
     for job in store.running():
-        remove_file(heatmap_path(settings.out, job.identifier, layout=settings.layout))
+        remove_file(heatmap_path(out, job.identifier, layout=layout))
     store.recover()
-    removed = remove_partials(settings.out)
+    removed = remove_partials(out)
     if removed:
         log.info("removed %d partial file(s) left by an interrupted run", removed)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchmap.errors import InputError
 from batchmap.models import JobState, Record, Saved
@@ -114,3 +117,23 @@ def test_status_on_a_missing_database_does_not_create_it(tmp_path: Path) -> None
     with pytest.raises(InputError, match="no such job database"):
         Store(tmp_path / "none.db", create=False)
     assert not (tmp_path / "none.db").exists()
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1),
+        max_size=30,
+    )
+)
+def test_any_text_identifier_is_stored_exactly_once_as_given(
+    tmp_path: Path, identifiers: list[str]
+) -> None:
+    store = Store(Path(tempfile.mkdtemp(dir=tmp_path)) / "jobs.db")  # fresh for every example
+    try:
+        assert store.load_ids(identifiers) == (len(identifiers), len(set(identifiers)))
+        assert sorted(row["identifier"] for row in store.rows()) == sorted(set(identifiers))
+    finally:
+        store.close()
