@@ -36,6 +36,7 @@ PROBE_SPEEDUP = 50  # successes of probing after which each further 50 doubles t
 SLOW_START = 1.02  # growth per success after the first 429 of an unpaced start
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
 ACCEPTED_WINDOW = 2.0  # seconds of successes behind the measured accepted rate
+MIN_EVIDENCE = 10  # successes in that window before the measure may lower the rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +157,11 @@ class Pacer:
                 base = self._accepted_rate(now)
             else:
                 # A limiter that is saturated accepts just its own rate: trust that measure
-                # over the rate we were sending at, which overshot.
-                base = min(self.rate, self._accepted_rate(now))
+                # over the rate we were sending at, which overshot; but only on evidence, so
+                # a 429 after a quiet spell cannot collapse the rate.
+                base = self.rate
+                if len(self._accepted) >= MIN_EVIDENCE:
+                    base = min(base, self._accepted_rate(now))
                 self._slow_start = False
             self._good_rate = base
             self.rate = max(MIN_RATE, base * DECREASE)

@@ -172,3 +172,12 @@ def test_a_silent_leaky_bucket_costs_few_429s_while_the_pacer_finds_it() -> None
     pacer = make(clock)
     log = simulate(pacer, clock, LeakyBucket(rate=20.0, burst=5), seconds=60)
     assert sum(1 for _, status in log if status == 429) <= 8
+
+
+def test_a_429_after_a_quiet_spell_does_not_collapse_the_rate() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    pacer.restore({"rate": 10.0, "good_rate": 10.0, "windows": {}})
+    clock.now += 3600  # nothing accepted lately: no evidence of a lower limit
+    pacer.on_answer(429, {}, sent_at=clock())
+    assert pacer.rate == pytest.approx(9.0)
