@@ -19,9 +19,6 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
-FINAL_STATES = (JobState.DONE, JobState.NO_HEATMAP, JobState.FAILED)
-
-
 class Verdict(StrEnum):
     """What one HTTP answer means for its job (PRODUCT.md's table)."""
 
