@@ -230,13 +230,22 @@ def _victim_setup(
     return ids, victim, path
 
 
-def test_resume_removes_the_file_of_a_row_killed_between_rename_and_commit(
-    workspace: Workspace, fake_server_factory: StartServer
+@pytest.mark.parametrize(
+    "state",
+    [
+        # kill -9 after publish renamed the file, before its batch was recorded: the row is
+        # `running` and its complete file sits under the final name.
+        "running",
+        # Recovery removes files before it marks rows pending, but a power cut can still
+        # roll the database back past a claim whose file was fsynced.
+        "pending",
+    ],
+)
+def test_a_leftover_file_of_an_unfinished_row_never_stays_when_the_row_fails(
+    workspace: Workspace, fake_server_factory: StartServer, state: str
 ) -> None:
-    # kill -9 after write_atomic's rename, before record_done: the row is `running`, its
-    # complete file sits under the final name, and a partial of another row is left behind.
-    ids, victim, path = _victim_setup(workspace, fake_server_factory, "window-running")
-    _crash_state(workspace.db, victim, state="running")
+    ids, victim, path = _victim_setup(workspace, fake_server_factory, f"window-{state}")
+    _crash_state(workspace.db, victim, state=state)
     (workspace.out / ".partial").mkdir(exist_ok=True)
     (workspace.out / ".partial" / "other.png.12345").write_bytes(b"\x89PNG\r\n\x1a\nhalf")
     failing = fake_server_factory("--no-limits", "--error-rate", "1.0")
@@ -250,26 +259,6 @@ def test_resume_removes_the_file_of_a_row_killed_between_rename_and_commit(
         Path(rows[i]["path"]).resolve() for i in ids if i != victim
     }
     assert partial_files(workspace.out) == []
-
-
-def test_a_pending_row_with_a_leftover_file_never_keeps_it_when_it_fails(
-    workspace: Workspace, fake_server_factory: StartServer
-) -> None:
-    # A pending row whose final file exists: recovery removes files before it marks rows
-    # pending, but a power cut can still roll the database back past a claim whose file
-    # was fsynced. Whatever the row ends as, no unrecorded file may stay.
-    ids, victim, path = _victim_setup(workspace, fake_server_factory, "window-recover")
-    _crash_state(workspace.db, victim, state="pending")
-    failing = fake_server_factory("--no-limits", "--error-rate", "1.0")
-
-    result = workspace.resume(failing, "--max-attempts", "1")
-    assert result.code == 1, result.output
-    rows = workspace.rows()
-    assert rows[victim]["state"] == "failed"
-    assert not path.exists(), "a failed row's identifier still has a heatmap file under --out"
-    assert files_under(workspace.out) == {
-        Path(rows[i]["path"]).resolve() for i in ids if i != victim
-    }
 
 
 def test_a_pause_the_server_imposed_survives_a_restart(
