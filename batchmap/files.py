@@ -75,10 +75,12 @@ def publish(paths: Iterable[Path], *, out: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    directories = {path.parent for path in targets}
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
     for path in targets:
-        path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(_partial_path(path, out=out), path)
-    for directory in {path.parent for path in targets}:
+    for directory in directories:
         _fsync_dir(directory)
 
 
