@@ -205,9 +205,12 @@ class Runner:
             self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
         await self._settle(job, outcome)
 
+    def _path_for(self, job: Job) -> Path:
+        return heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
+
     def _drop_stray_file(self, job: Job) -> None:
         # A row that ends without a heatmap keeps no file, even one an earlier crash left.
-        remove_file(heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout))
+        remove_file(self._path_for(job))
 
     async def _settle(self, job: Job, outcome: Outcome) -> None:
         self._decide(job, outcome)
@@ -218,8 +221,7 @@ class Runner:
         attempts = job.attempts + 1
         match outcome.verdict:
             case Verdict.DONE:
-                path = heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
-                saved = stage(path, outcome.body, out=self.settings.out)
+                saved = stage(self._path_for(job), outcome.body, out=self.settings.out)
                 self._finish(Record(job, JobState.DONE, attempts, 200, saved=saved))
             case Verdict.NO_HEATMAP:
                 self._drop_stray_file(job)
