@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from batchmap.errors import EXIT_INTERRUPTED, InputError
+from batchmap.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, InputError
 from batchmap.fetch import make_client
 from batchmap.files import Layout, heatmap_path, remove_file, remove_partials
 from batchmap.ids import IdSource
@@ -28,7 +28,6 @@ from batchmap.store import Store
 log = logging.getLogger("batchmap")
 
 DEFAULT_OUT = Path("heatmaps")
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
