@@ -19,6 +19,16 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
+class Failure(StrEnum):
+    """Why a request got no usable answer: what outage detection and messages need to know."""
+
+    CONNECT = "connect"  # refused, DNS failure, TLS error: the host was never reached
+    TIMEOUT = "timeout"  # no complete answer within --timeout
+    NETWORK = "network"  # reset, closed mid-answer, protocol error
+    SERVER = "server"  # 5xx or 408: the server answered that it is in trouble
+    BODY = "body"  # 200 with a truncated, non-PNG or too large body
+
+
 class Verdict(StrEnum):
     """What one HTTP answer means for its job (PRODUCT.md's table)."""
 
@@ -48,6 +58,8 @@ class Outcome:
     error: str | None = None
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    failure: Failure | None = None  # set for RETRY outcomes
+    retry_after: float | None = None  # the server's Retry-After, validated (policy.retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +92,39 @@ class Record:
     saved: Saved | None = None
     error: str | None = None
     retryable: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """What identifAI's bulk classifications endpoint says of one identifier."""
+
+    identifier: str
+    has_heatmap: bool | None
+    verdict: str | None  # the main verdict's classification: "artificial", "human", ...
+    confidence: float | None
+    image_hash: str | None
+    image_name: str | None
+    status: str | None  # newer API versions: "new", "done", "errored"; None when not sent
+    raw: str  # the whole object, as JSON
+
+
+@dataclass(slots=True)
+class MinuteStats:
+    """One minute of a run's timeline, added to the `timeline` table with the next flush."""
+
+    minute: str  # UTC start of the minute, 'YYYY-MM-DDTHH:MM:00Z'
+    requests: int = 0
+    classification_requests: int = 0
+    ok: int = 0
+    no_heatmap: int = 0
+    not_found: int = 0
+    client_error: int = 0
+    server_error: int = 0
+    rate_limited: int = 0
+    network_error: int = 0
+    finished: int = 0
+    paused_seconds: float = 0.0
+    outage_seconds: float = 0.0
+    pause_reasons: dict[str, float] = field(default_factory=dict)
+    pacer_rate: float | None = None
+    limits: tuple[tuple[int, float], ...] = ()
