@@ -1,11 +1,12 @@
-"""Click commands only: parse options, call one function of batchmap.app, show the result.
+"""Click commands only: parse options, call one method of batchmap.Job, show the result.
 
-`app` (httpx, the worker pool) and `progress` are imported inside the commands that fetch,
-so that `status` and `report` start in a fraction of the time.
+httpx and the worker pool are imported inside the commands that fetch, so that `status`
+and `report` start in a fraction of the time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import signal
@@ -19,13 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from batchmap import __version__
-from batchmap.errors import EXIT_INTERRUPTED, BatchmapError
+from batchmap.config import DEFAULT_DB, PACE, Api, Output, Pace
+from batchmap.errors import EXIT_INTERRUPTED, EXIT_STORAGE, BatchmapError
 from batchmap.files import Layout
-from batchmap.models import DEFAULT_BASE_URL, JobState, LoadStats
+from batchmap.models import JobState
 from batchmap.report import Format, read_status, write_report
 
 if TYPE_CHECKING:
-    from batchmap.app import RunResult
+    from batchmap.session import RunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("batchmap")
@@ -41,13 +43,25 @@ class BatchmapGroup(click.Group):
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except OSError as error:
-            _fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), 1)
+            _fail(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "), EXIT_STORAGE)
 
 
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"batchmap: error: {message}", err=True)
     sys.exit(code)
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    # `batchmap report | head -1`: the reader left, which is fine. Point stdout at devnull so
+    # the interpreter's final flush cannot complain, and exit like a shell pipeline would.
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _setup_logging(quiet: bool, verbose: int) -> None:
@@ -63,9 +77,10 @@ def db_option(func: F) -> F:
     return click.option(
         "--db",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=Path("batchmap.db"),
+        default=DEFAULT_DB,
         envvar="BATCHMAP_DB",
         show_default=True,
+        show_envvar=True,
         help="The job database (SQLite).",
     )(func)
 
@@ -76,80 +91,113 @@ def column_option(func: F) -> F:
     )(func)
 
 
-def verbosity_options(func: F) -> F:
-    func = click.option("--quiet", "-q", is_flag=True, help="Only errors and the final summary.")(
-        func
-    )
-    return click.option("--verbose", "-v", count=True, help="More detail; -vv logs each request.")(
-        func
-    )
+def verbosity_options(*, requests: bool) -> Callable[[F], F]:
+    """-q and -v; `requests`: whether this command sends requests, so -vv means something."""
+    more = "More detail; -vv logs each request." if requests else "More detail."
+
+    def decorate(func: F) -> F:
+        func = click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary.")(
+            func
+        )
+        return click.option("--verbose", "-v", count=True, help=more)(func)
+
+    return decorate
 
 
 def fetch_options(func: F) -> F:
-    """The options of `run` and `resume`."""
+    """The options of `run` and `resume`; defaults come from batchmap.config."""
     decorators = [
         click.option(
             "--out",
             type=click.Path(file_okay=False, path_type=Path),
             default=None,
-            help="Where heatmaps go (default: heatmaps/, or the first run's choice).",
+            help="Where heatmaps go (default: heatmaps/, or what the job remembers).",
         ),
         click.option(
             "--layout",
             type=click.Choice([m.value for m in Layout]),
             default=None,
-            help="sharded: OUT/ab/ID.png (default); flat: OUT/ID.png.",
+            help="sharded: OUT/ab/ID.png (default); flat: OUT/ID.png. Remembered by the job.",
         ),
         click.option(
             "--api-key",
             envvar="IDENTIFAI_API_KEY",
             default=None,
             show_envvar=True,
-            help="identifAI API key; prefer the environment variable.",
+            help="identifAI API key; prefer the environment variable. Never stored.",
         ),
         click.option(
             "--base-url",
             envvar="IDENTIFAI_BASE_URL",
-            default=DEFAULT_BASE_URL,
-            show_default=True,
+            default=None,
             show_envvar=True,
-            help="API origin.",
+            help="API origin [default: https://backend.identifai.net, or what the job "
+            "remembers]. Given explicitly, it is remembered for later runs.",
         ),
         click.option(
             "--concurrency",
-            type=click.IntRange(1, 256),
-            default=4,
+            type=int,
+            default=PACE.concurrency,
             show_default=True,
             envvar="BATCHMAP_CONCURRENCY",
-            help="Requests in flight at most.",
+            show_envvar=True,
+            help="Requests in flight at most (1-256).",
         ),
         click.option(
             "--max-rate",
-            type=click.FloatRange(0.01, None),
-            default=None,
+            type=float,
+            default=PACE.max_rate,
             envvar="BATCHMAP_MAX_RATE",
+            show_envvar=True,
             help="Ceiling on request starts per second (default: learn the server's).",
         ),
         click.option(
             "--max-attempts",
-            type=click.IntRange(1, 100),
-            default=5,
+            type=int,
+            default=PACE.max_attempts,
             show_default=True,
-            help="Tries per identifier for transient errors (5xx, timeouts, resets).",
+            help="Tries per identifier for its own transient errors (outages spend none).",
         ),
         click.option(
             "--backoff-base",
-            type=click.FloatRange(0.0, 60.0),
-            default=1.0,
+            type=float,
+            default=PACE.backoff_base,
             show_default=True,
             help="Seconds before the first retry of a transient error; doubles each time.",
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(0.1, None),
-            default=30.0,
+            type=float,
+            default=Api.__dataclass_fields__["timeout"].default,
             show_default=True,
             help="Seconds allowed for one request, in total.",
+        ),
+        click.option(
+            "--max-wait",
+            type=float,
+            default=PACE.max_wait,
+            show_default=True,
+            help="A server-requested wait (Retry-After) longer than this stops the run (exit 4).",
+        ),
+        click.option(
+            "--outage-limit",
+            type=float,
+            default=PACE.outage_limit,
+            show_default=True,
+            help="Seconds the API may stay unreachable before the run stops (exit 4).",
+        ),
+        click.option(
+            "--max-body",
+            type=int,
+            default=Api.__dataclass_fields__["max_body"].default,
+            show_default=True,
+            help="Bytes an answer may have; a larger one is refused while it streams.",
+        ),
+        click.option(
+            "--prefilter/--no-prefilter",
+            default=True,
+            show_default=True,
+            help="Ask the classifications endpoint first, 100 identifiers a request.",
         ),
         click.option(
             "--progress-every",
@@ -159,69 +207,67 @@ def fetch_options(func: F) -> F:
             help="Seconds between plain progress lines.",
         ),
         db_option,
-        verbosity_options,
+        verbosity_options(requests=True),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-@click.group(cls=BatchmapGroup)
+@click.group(
+    cls=BatchmapGroup,
+    epilog="Start with `batchmap run ids.csv` (key in IDENTIFAI_API_KEY); "
+    "`batchmap COMMAND --help` shows each command's options.",
+)
 @click.version_option(__version__, prog_name="batchmap")
 def cli() -> None:
     """Download identifAI AI-heatmaps in bulk: paced, resumable, crash-safe."""
 
 
-@cli.command()
+@cli.command(epilog="Example: batchmap load ids.csv --column image_id --db jobs.db")
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @db_option
 @column_option
-@verbosity_options
+@verbosity_options(requests=False)
 def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int) -> None:
     """Load IDS_CSV into the job table and say what was added; fetch nothing."""
-    from batchmap import app
+    from batchmap.job import Job
+    from batchmap.session import show_load
 
     _setup_logging(quiet, verbose)
-    _show_load(ids_csv, app.load_csv(db, ids_csv, column=column))
+    show_load(ids_csv, Job(db).load(ids_csv, column=column))
 
 
-@cli.command()
+@cli.command(epilog="Example: IDENTIFAI_API_KEY=... batchmap run ids.csv --out heatmaps/")
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @column_option
 @fetch_options
 def run(ids_csv: Path, column: str | None, db: Path, **options: Any) -> None:
     """Load IDS_CSV, then fetch every identifier not finished."""
-    from batchmap import app
-
-    _setup_logging(options["quiet"], options["verbose"])
-    _require_key(options)
-    _show_load(ids_csv, app.load_csv(db, ids_csv, column=column))
-    _fetch(db, options, retry_failed=False)
+    _fetch(db, options, load=ids_csv, column=column, retry_failed=False)
 
 
-@cli.command()
+@cli.command(epilog="Example: batchmap resume --retry-failed")
 @click.option("--retry-failed", is_flag=True, help="Also retry rows that ended failed.")
 @fetch_options
 def resume(retry_failed: bool, db: Path, **options: Any) -> None:
     """Continue the job table where it stopped (no CSV needed)."""
-    _setup_logging(options["quiet"], options["verbose"])
-    _require_key(options)
-    _fetch(db, options, retry_failed=retry_failed)
+    _fetch(db, options, load=None, column=None, retry_failed=retry_failed)
 
 
-@cli.command()
+@cli.command(epilog="Example: batchmap status --json | jq .counts")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: Path, as_json: bool) -> None:
     """Counts per state and HTTP status, frequent errors, last activity, any pause."""
     facts = read_status(db)
     if as_json:
-        click.echo(json.dumps(facts, indent=2))
+        click.echo(json.dumps(facts, indent=2, allow_nan=False))
     else:
         _show_status(facts)
 
 
-@cli.command()
+@cli.command(epilog="Example: batchmap report --format html -o report.html")
 @db_option
 @click.option(
     "--format",
@@ -244,11 +290,11 @@ def status(db: Path, as_json: bool) -> None:
     help="Write here instead of standard output.",
 )
 def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
-    """One record per identifier: csv, json, jsonl or a self-contained html page."""
+    """One record per identifier: csv, json, jsonl, or an html page linking the heatmaps."""
     selected = JobState(state) if state else None
     count = write_report(db, fmt=Format(fmt), state=selected, output=output)
     if output is not None:
-        click.echo(f"wrote {count} rows to {output}", err=True)
+        click.echo(f"wrote {_plural(count, 'row')} to {output}", err=True)
 
 
 def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:
@@ -312,42 +358,60 @@ def fake_server(
     serve(config, host=host, port=port)
 
 
-def _require_key(options: dict[str, Any]) -> None:
-    if not options.get("api_key"):
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _configs(options: dict[str, Any]) -> tuple[Api, Pace, Output]:
+    """The validated configuration objects from a fetch command's options."""
+    key = options["api_key"]
+    if not key:
         raise click.UsageError("no API key: pass --api-key or set IDENTIFAI_API_KEY")
-
-
-def _show_load(ids_csv: Path, stats: LoadStats) -> None:
-    log.info(
-        "loaded %s: %d identifiers read, %d added, %d already known or duplicate, %d blank",
-        ids_csv,
-        stats.read,
-        stats.added,
-        stats.duplicates,
-        stats.blank,
-    )
-
-
-def _fetch(db: Path, options: dict[str, Any], *, retry_failed: bool) -> None:
-    from batchmap import app
-    from batchmap.progress import Mode, ProgressView
-
-    fetch = app.FetchOptions(
-        api_key=options["api_key"],
-        base_url=options["base_url"],
-        out=options["out"],
-        layout=Layout(options["layout"]) if options["layout"] else None,
+    api = Api(key, options["base_url"], timeout=options["timeout"], max_body=options["max_body"])
+    pace = Pace(
         concurrency=options["concurrency"],
         max_rate=options["max_rate"],
         max_attempts=options["max_attempts"],
-        timeout=options["timeout"],
         backoff_base=options["backoff_base"],
-        retry_failed=retry_failed,
+        max_wait=options["max_wait"],
+        outage_limit=options["outage_limit"],
     )
+    layout = Layout(options["layout"]) if options["layout"] else None
+    return api, pace, Output(options["out"], layout)
+
+
+def _fetch(
+    db: Path, options: dict[str, Any], *, load: Path | None, column: str | None, retry_failed: bool
+) -> NoReturn:
+    from batchmap.progress import Mode, ProgressView
+    from batchmap.runner import Stop
+    from batchmap.session import start
+
+    _setup_logging(options["quiet"], options["verbose"])
+    api, pace, output = _configs(options)
     mode = Mode.QUIET if options["quiet"] else Mode.LIVE if sys.stderr.isatty() else Mode.PLAIN
     view = ProgressView(mode, every=options["progress_every"])
+    stop = Stop()
+
+    def on_signal() -> None:
+        stop.request()
+        view.stopping(force=stop.force.is_set())
+
+    async def go() -> RunResult:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await start(
+                db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
+                prefilter=options["prefilter"], on_progress=view, stop=stop,
+            )  # fmt: skip
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
     try:
-        result = app.fetch_all(db, fetch, on_tick=view)
+        result = asyncio.run(go())
     finally:
         view.close()
     _show_summary(result)
@@ -371,17 +435,22 @@ def _show_summary(result: RunResult) -> None:
     console = Console(soft_wrap=True)
     console.print(table)
     console.print(
-        f"{tally.requests} requests, {tally.retries} retries scheduled, "
+        f"{_plural(tally.requests, 'request')}, {_plural(tally.retries, 'retry')} scheduled, "
         f"{tally.rate_limited} answered 429",
         highlight=False,
     )
     if result.interrupted:
         console.print("Stopped: unfinished rows are pending again; `batchmap resume` continues.")
     elif counts[JobState.FAILED]:
-        console.print(
-            "Some rows failed: `batchmap report --state failed`; "
-            "`batchmap resume --retry-failed` tries them again."
-        )
+        hint = "Some rows failed: `batchmap report --state failed` lists them"
+        if result.retryable_failures:
+            hint += (
+                f"; {result.retryable_failures} could succeed later: "
+                "`batchmap resume --retry-failed`"
+            )
+        else:
+            hint += " (all permanent, e.g. 404: a retry would only spend quota)"
+        console.print(hint + ".", highlight=False)
 
 
 def _show_status(facts: dict[str, Any]) -> None:
@@ -412,6 +481,6 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main() -> None:
     """Console-script entry point."""
     # SIGTERM takes Ctrl-C's path everywhere: exit 130, one line, nothing half-done. During
-    # a run, the runner's own handler replaces this one to stop gracefully.
+    # a run, the run's own handler replaces this one to stop gracefully.
     signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="batchmap")

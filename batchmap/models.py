@@ -6,8 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-DEFAULT_BASE_URL = "https://backend.identifai.net"
-
 
 class JobState(StrEnum):
     """The state column of the job table."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections import deque
-from dataclasses import dataclass
 from enum import StrEnum
 
 from rich.console import Console, Group
@@ -13,10 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from batchmap.models import JobState
-from batchmap.runner import Runner
-
-RATE_WINDOW = 30.0  # seconds of history behind the displayed rate
+from batchmap.session import Progress
 
 
 class Mode(StrEnum):
@@ -27,98 +23,52 @@ class Mode(StrEnum):
     QUIET = "quiet"
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Counts and pace at one instant of a run."""
-
-    counts: dict[JobState, int]
-    total: int
-    rate: float  # finished rows per second, recently
-    pacer_rate: float | None
-    eta: float | None  # seconds
-    pause: str | None
-    retries: int
-    rate_limited: int
-    last_error: str | None
-
-    @property
-    def finished(self) -> int:
-        """Rows in a final state."""
-        return sum(
-            self.counts[state] for state in (JobState.DONE, JobState.NO_HEATMAP, JobState.FAILED)
-        )
-
-
 class ProgressView:
-    """Called by the run's ticker; keeps a short history to derive the rate and the ETA."""
+    """Shows each Progress snapshot of a run: a live panel, a plain line now and then, or nothing."""
 
     def __init__(self, mode: Mode, *, console: Console | None = None, every: float = 10.0) -> None:
         self.mode = mode
         self.console = console or Console(stderr=True)
         self.every = every
-        self._history: deque[tuple[float, int]] = deque()
-        self._last_line = 0.0
+        self._last_line = -math.inf
         self._live: Live | None = None
+        self._last: Progress | None = None
 
-    def __call__(self, runner: Runner, base: dict[JobState, int]) -> None:
+    def __call__(self, progress: Progress) -> None:
+        self._last = progress
         if self.mode is Mode.QUIET:
             return
-        snap = snapshot(runner, base, self._history)
         if self.mode is Mode.PLAIN:
             now = time.monotonic()
             if now - self._last_line >= self.every:
                 self._last_line = now
-                self.console.print(plain_line(snap), highlight=False, soft_wrap=True)
+                self.console.print(plain_line(progress), highlight=False, soft_wrap=True)
             return
         if self._live is None:
             self._live = Live(console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
-        self._live.update(panel(snap))
+        self._live.update(panel(progress))
+
+    def stopping(self, *, force: bool) -> None:
+        """Say at once what a Ctrl-C does, before the slow requests in flight end."""
+        if force:
+            message = "stopping now: abandoning the requests in flight"
+        else:
+            in_flight = self._last.in_flight if self._last else 0
+            message = (
+                f"stopping: {in_flight} request{'' if in_flight == 1 else 's'} in flight, "
+                "Ctrl-C again to abandon them"
+            )
+        if self._live is not None:
+            self._live.console.print(message, style="yellow", highlight=False)
+        else:
+            self.console.print(message, highlight=False)
 
     def close(self) -> None:
         """Take the live panel down before the summary is printed."""
         if self._live is not None:
             self._live.stop()
             self._live = None
-
-
-def snapshot(
-    runner: Runner, base: dict[JobState, int], history: deque[tuple[float, int]]
-) -> Snapshot:
-    """Combine the table's counts at start with what this run did since."""
-    finished = runner.tally.finished
-    counts = dict(base)
-    for state in (JobState.DONE, JobState.NO_HEATMAP, JobState.FAILED):
-        counts[state] += finished[state]
-    counts[JobState.PENDING] = (
-        base[JobState.PENDING] + base[JobState.RUNNING] - sum(finished.values())
-    )
-    counts[JobState.RUNNING] = 0
-    now = runner.clock()
-    history.append((now, sum(finished.values())))
-    while len(history) > 2 and history[0][0] < now - RATE_WINDOW:
-        history.popleft()
-    span = history[-1][0] - history[0][0]
-    rate = (history[-1][1] - history[0][1]) / span if span > 0 else 0.0
-    view = runner.pacer.view()
-    # The ETA trusts the pacer: at the API's ceiling the pacer's rate is the real throughput.
-    known = [r for r in (rate, view.rate) if r]
-    pace = min(known) if known else None
-    remaining = counts[JobState.PENDING]
-    pause = None
-    if view.paused_until > now:
-        pause = f"paused {view.paused_until - now:.0f}s: {view.pause_reason}"
-    return Snapshot(
-        counts=counts,
-        total=sum(base.values()),
-        rate=rate,
-        pacer_rate=view.rate,
-        eta=remaining / pace if pace else None,
-        pause=pause,
-        retries=runner.tally.retries,
-        rate_limited=runner.tally.rate_limited,
-        last_error=runner.tally.last_error,
-    )
 
 
 def duration(seconds: float | None) -> str:
@@ -135,15 +85,14 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def _counts_text(snap: Snapshot) -> str:
-    c = snap.counts
+def _counts_text(snap: Progress) -> str:
     return (
-        f"done {c[JobState.DONE]} · no_heatmap {c[JobState.NO_HEATMAP]} · "
-        f"failed {c[JobState.FAILED]} · pending {c[JobState.PENDING]}"
+        f"done {snap.done} · no_heatmap {snap.no_heatmap} · "
+        f"failed {snap.failed} · pending {snap.pending}"
     )
 
 
-def _pace_text(snap: Snapshot) -> str:
+def _pace_text(snap: Progress) -> str:
     pacer = f"{snap.pacer_rate:.2f}/s" if snap.pacer_rate else "unpaced"
     return (
         f"rate {snap.rate:.2f}/s (pacer {pacer}) · ETA {duration(snap.eta)} · "
@@ -151,13 +100,13 @@ def _pace_text(snap: Snapshot) -> str:
     )
 
 
-def plain_line(snap: Snapshot) -> str:
+def plain_line(snap: Progress) -> str:
     """One line for logs: counts, pace, ETA and any pause."""
     line = f"progress {snap.finished}/{snap.total}: {_counts_text(snap)} · {_pace_text(snap)}"
     return line + (f" · {snap.pause}" if snap.pause else "")
 
 
-def panel(snap: Snapshot) -> Group:
+def panel(snap: Progress) -> Group:
     """The live view: a bar, the counts, the pace, and why the pool waits if it does."""
     share = 100 * snap.finished / snap.total if snap.total else 100.0
     top = Table.grid(padding=(0, 1))
@@ -167,7 +116,9 @@ def panel(snap: Snapshot) -> Group:
         Text(f"{snap.finished}/{snap.total} ({share:.1f}%)"),
     )
     lines: list[Table | Text] = [top, Text(_counts_text(snap)), Text(_pace_text(snap))]
-    if snap.pause:
+    if snap.stopping:
+        lines.append(Text(f"stopping: {snap.in_flight} in flight", style="yellow"))
+    elif snap.pause:
         lines.append(Text(snap.pause, style="yellow"))
     if snap.last_error:
         lines.append(Text(f"last error: {snap.last_error}", style="dim"))

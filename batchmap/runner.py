@@ -2,14 +2,18 @@
 
 Every worker waits its turn at one shared Pacer. Transient failures go to a retry heap with
 their backoff time rather than holding a worker asleep; a 429 puts its job straight back.
+Whether a failure is the row's own or the API's is `health.Health`'s decision: an outage
+pauses the pool and spends no row's attempts. With the prefilter on, the classifications
+endpoint is asked about rows in batches ahead of the workers (`prefilter.Prefilter`).
 Order of effects per heatmap: fetch -> staged file -> durable file under its final name
-(files.publish, a batch at a time) -> `done` row.
+(files.publish, a batch at a time) -> `done` row, with the run's timeline in the same commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -19,34 +23,43 @@ from pathlib import Path
 import backoff
 import httpx
 
-from batchmap.errors import AuthError
+from batchmap.config import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Pace
+from batchmap.errors import ApiUnusableError, AuthError, BatchmapError
 from batchmap.fetch import fetch_heatmap
 from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
-from batchmap.models import Job, JobState, Outcome, Record, Verdict
+from batchmap.health import Health
+from batchmap.minutes import MinuteLog
+from batchmap.models import Failure, Job, JobState, Outcome, Record, Verdict
 from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
+from batchmap.prefilter import Prefilter
 from batchmap.store import Store
+
+log = logging.getLogger("batchmap")
 
 WAITING, FETCHING = "waiting for its turn", "fetching"  # the interruptible phases of a worker
 RECORD_BATCH = 64  # finished rows written to the table in one transaction
 FLUSH_EVERY = 0.2  # seconds: the longest a finished row waits to be recorded
+TIMELINE_EVERY = 5.0  # seconds: how often the timeline is written when no row finishes
+PROBATION = 8  # a job that never had a success stops when its first answers are all 404
 
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
-    """How one run behaves (the CLI's options)."""
+    """How one run behaves, resolved from the configuration objects of batchmap.config."""
 
     out: Path
     layout: Layout = Layout.SHARDED
-    concurrency: int = 4
-    max_attempts: int = 5
-    timeout: float = 30.0
-    backoff_base: float = 1.0
+    pace: Pace = field(default_factory=Pace)
+    timeout: float = DEFAULT_TIMEOUT
+    max_body: int = DEFAULT_MAX_BODY
+    prefilter: bool = False
+    where: str = "the API"  # host:port, for messages
 
 
 @dataclass(slots=True)
 class Tally:
-    """What this run did so far; the progress display reads it."""
+    """What this run did so far; progress snapshots are made from it."""
 
     requests: int = 0
     rate_limited: int = 0
@@ -56,18 +69,23 @@ class Tally:
     last_error: str | None = None
 
 
-class StopSignal:
-    """Ctrl-C/SIGTERM once: stop claiming, let in-flight requests end. Twice: abandon them."""
+class Stop:
+    """A cancel token. Once: stop claiming, let requests in flight end. Twice: abandon them."""
 
     def __init__(self) -> None:
         self.graceful = asyncio.Event()
         self.force = asyncio.Event()
 
     def request(self) -> None:
-        """Escalate one step."""
+        """Escalate one step (Ctrl-C does this; so can a library caller)."""
         if self.graceful.is_set():
             self.force.set()
         self.graceful.set()
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop was asked for."""
+        return self.graceful.is_set()
 
 
 class Runner:
@@ -80,7 +98,10 @@ class Runner:
         pacer: Pacer,
         settings: RunSettings,
         *,
-        clock: Callable[[], float] = time.time,
+        stop: Stop | None = None,
+        run_id: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[float], float] = backoff.full_jitter,
     ) -> None:
@@ -91,38 +112,65 @@ class Runner:
         self.clock = clock
         self.sleep = sleep
         self.jitter = jitter
+        self.run_id = run_id
         self.tally = Tally()
-        self.stop = StopSignal()
-        self.auth_error: AuthError | None = None
+        self.stop = stop or Stop()
+        self.health = Health(
+            outage_limit=settings.pace.outage_limit, where=settings.where, clock=clock, wall=wall
+        )
+        self.timeline = MinuteLog(clock=clock, wall=wall)
+        self.ended_by: BatchmapError | None = None  # a 401/403 or an API that cannot be used
         self._ready: deque[Job] = deque()
         self._retries: list[tuple[float, int, Job]] = []
         self._in_flight: dict[int, Job] = {}
+        self._condemned: dict[int, Record] = {}  # out of attempts; failed once the API answers
+        self._held_404: list[Record] = []  # a new job's first 404s, until something else answers
+        self._probation = False
         self._exhausted = False
         self._wake = asyncio.Event()
         self._phase: dict[asyncio.Task[object], str] = {}  # workers that a stop may interrupt
         self._unrecorded: list[Record] = []
         self._flushing = asyncio.Lock()
+        self._timeline_flushed = 0.0
+        self.prefilter: Prefilter | None = None
 
     async def run(self) -> Tally:
-        """Work until no row is left, a stop is requested, or the API refuses the key."""
+        """Work until no row is left, a stop is requested, or the run must end."""
         self.tally.started_at = self.clock()
+        counts = self.store.counts()
+        self._probation = counts[JobState.DONE] + counts[JobState.NO_HEATMAP] == 0
+        if self.settings.prefilter:
+            self.prefilter = Prefilter(self)
         helpers = [
             asyncio.create_task(self._watch_stop()),
             asyncio.create_task(self._flush_now_and_then()),
         ]
+        if self.prefilter is not None:
+            helpers.append(asyncio.create_task(self.prefilter.run()))
         try:
-            await asyncio.gather(*(self._worker() for _ in range(self.settings.concurrency)))
+            await asyncio.gather(*(self._worker() for _ in range(self.settings.pace.concurrency)))
         finally:
             for helper in helpers:
                 helper.cancel()
-            await self.flush()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            if not self.stopping:
+                # The work is over: whatever waited for proof that the API is up is final now.
+                self._unrecorded.extend([*self._held_404, *self._condemned.values()])
+                self._held_404.clear()
+                self._condemned.clear()
+            await self.flush(final=True)
             # Claimed rows nobody finished go back to pending: nothing is lost or left running.
-            leftover = [*self._ready, *(job for _, _, job in self._retries)]
-            self.store.release([*leftover, *self._in_flight.values()])
+            leftover = [
+                *self._ready,
+                *(job for _, _, job in self._retries),
+                *self._in_flight.values(),
+                *(record.job for record in (*self._held_404, *self._condemned.values())),
+            ]
+            self.store.release(leftover)
             self._ready.clear()
             self._retries.clear()
-        if self.auth_error is not None:
-            raise self.auth_error
+        if self.ended_by is not None:
+            raise self.ended_by
         return self.tally
 
     @property
@@ -130,9 +178,21 @@ class Runner:
         """True once a stop was requested or the run must end."""
         return self.stop.graceful.is_set()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests under way (for 'stopping: N requests in flight')."""
+        return sum(1 for phase in self._phase.values() if phase == FETCHING)
+
+    def end(self, error: BatchmapError) -> None:
+        """End the run at once with `error` (raised by run()), abandoning requests in flight."""
+        if self.ended_by is None:
+            self.ended_by = error
+        self.stop.graceful.set()
+        self.stop.force.set()
+
     async def _watch_stop(self) -> None:
-        # The first stop interrupts workers waiting for their turn, the second (or a 401/403)
-        # abandons requests in flight too. A worker writing a file is never interrupted.
+        # The first stop interrupts workers waiting for their turn, the second (or the end of
+        # the run) abandons requests in flight too. A worker writing a file is never interrupted.
         await self.stop.graceful.wait()
         self._wake.set()
         self._interrupt(WAITING)
@@ -157,20 +217,30 @@ class Runner:
             now = self.clock()
             if self._retries and self._retries[0][0] <= now:
                 return heapq.heappop(self._retries)[2]
+            asking = self.prefilter is not None and self.prefilter.active
             if not self._ready and not self._exhausted:
-                claimed = self.store.claim(max(32, 4 * self.settings.concurrency))
-                self._exhausted = not claimed
+                claimed = self.store.claim(
+                    max(32, 4 * self.settings.pace.concurrency), asked_only=asking
+                )
+                if self.prefilter is not None:
+                    self.prefilter.claimed(len(claimed))
+                self._exhausted = not claimed and not asking
                 self._ready.extend(claimed)
             if self._ready:
                 return self._ready.popleft()
-            if not self._retries and not self._in_flight:
+            if not self._retries and not self._in_flight and not asking:
                 return None
-            # Wait for a retry to come due, or for another worker to finish or reschedule.
+            # Wait for a retry to come due, or for another worker or the prefilter to move on.
             self._wake.clear()
             await self._first_of(
                 self._wake.wait(), self.sleep(self._retries[0][0] - now) if self._retries else None
             )
         return None
+
+    def wake(self) -> None:
+        """Let waiting workers look for work again (the prefilter asked another batch)."""
+        self._exhausted = False
+        self._wake.set()
 
     async def _first_of(self, *waits: Awaitable[object] | None) -> None:
         tasks = [asyncio.ensure_future(wait) for wait in waits if wait is not None]
@@ -178,17 +248,35 @@ class Runner:
         for task in pending:
             task.cancel()
 
+    async def turn(self) -> float | None:
+        """Wait for the pacer in the interruptible phase; None when a stop came meanwhile."""
+        me = asyncio.current_task()
+        assert me is not None
+        self._phase[me] = WAITING
+        try:
+            sent_at = await self.pacer.wait_turn()
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            me.uncancel()
+            return None
+        finally:
+            self._phase.pop(me, None)
+        return None if self.stopping else sent_at
+
     async def _process(self, job: Job) -> None:
+        sent_at = await self.turn()
+        if sent_at is None:
+            return  # no new request after a stop: released to pending by run()
         me = asyncio.current_task()
         assert me is not None
         try:
-            self._phase[me] = WAITING
-            sent_at = await self.pacer.wait_turn()
-            if self.stopping:
-                return  # no new request after a stop: released to pending by run()
             self._phase[me] = FETCHING
             outcome = await fetch_heatmap(
-                self.client, job.identifier, timeout=self.settings.timeout
+                self.client,
+                job.identifier,
+                timeout=self.settings.timeout,
+                max_bytes=self.settings.max_body,
             )
         except asyncio.CancelledError:
             if not self.stopping:
@@ -199,11 +287,32 @@ class Runner:
             self._phase.pop(me, None)
         # From here on nothing interrupts the worker: a fetched heatmap is always settled.
         self.tally.requests += 1
+        self.timeline.count_answer(outcome)
+        self.learn(outcome, sent_at=sent_at)
+        self._decide(job, outcome)
+        if len(self._unrecorded) >= RECORD_BATCH:
+            await self.flush()
+
+    def learn(self, outcome: Outcome, *, sent_at: float) -> None:
+        """Tell the pacer about an answer; a wait longer than allowed ends the run."""
         if outcome.http_status is None:
             self.pacer.on_no_answer()
         else:
             self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
-        await self._settle(job, outcome)
+        wait = outcome.retry_after
+        if wait is not None and wait > self.settings.pace.max_wait:
+            self.end(
+                ApiUnusableError(
+                    f"the server asked to wait {wait:.0f} s (HTTP {outcome.http_status} "
+                    f"Retry-After), over --max-wait ({self.settings.pace.max_wait:g} s); rows "
+                    "are pending: `batchmap resume` later"
+                )
+            )
+        elif wait is not None and outcome.verdict is Verdict.RETRY:
+            # A 5xx's Retry-After pauses everyone, as a 429's does (the pacer sees 503 itself).
+            self.pacer.pause(
+                self.clock() + wait, f"server asked to wait (HTTP {outcome.http_status})"
+            )
 
     def _path_for(self, job: Job) -> Path:
         return heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
@@ -212,12 +321,19 @@ class Runner:
         # A row that ends without a heatmap keeps no file, even one an earlier crash left.
         remove_file(self._path_for(job))
 
-    async def _settle(self, job: Job, outcome: Outcome) -> None:
-        self._decide(job, outcome)
-        if len(self._unrecorded) >= RECORD_BATCH:
-            await self.flush()
-
     def _decide(self, job: Job, outcome: Outcome) -> None:
+        if outcome.verdict is Verdict.STOP:
+            # The key or account is refused: stop the whole run at once, touching no row.
+            self.end(AuthError(stop_message(outcome.http_status or 401)))
+            return
+        del self._in_flight[job.rowid]
+        if self.stopping and self.ended_by is not None:
+            self._ready.append(job)  # the run is ending for the API's sake: back to pending
+            return
+        if outcome.verdict is Verdict.RETRY and outcome.failure not in (None, Failure.BODY):
+            self._transient(job, outcome)
+            return
+        self._answered()
         attempts = job.attempts + 1
         match outcome.verdict:
             case Verdict.DONE:
@@ -226,70 +342,147 @@ class Runner:
             case Verdict.NO_HEATMAP:
                 self._drop_stray_file(job)
                 self._finish(Record(job, JobState.NO_HEATMAP, attempts, outcome.http_status))
+            case Verdict.FAILED if self._probation and outcome.http_status == 404:
+                self._hold_404(job, outcome, attempts)
             case Verdict.FAILED:
-                self._fail(job, outcome, attempts=attempts, retryable=False)
-            case Verdict.RETRY if attempts >= self.settings.max_attempts:
-                self._fail(job, outcome, attempts=attempts, retryable=True)
-            case Verdict.RETRY:
-                self.store.record_attempt(
-                    job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
-                )
-                delay = backoff_delay(attempts, base=self.settings.backoff_base, jitter=self.jitter)
-                retry = Job(job.rowid, job.identifier, attempts)
-                heapq.heappush(self._retries, (self.clock() + delay, job.rowid, retry))
-                self.tally.retries += 1
-                self.tally.last_error = outcome.error
-                del self._in_flight[job.rowid]
+                self._finish(self._failure(job, outcome, attempts=attempts, retryable=False))
+            case Verdict.RETRY:  # a damaged or oversized body: the server answered, the row pays
+                self._charge(job, outcome, attempts)
             case Verdict.RATE_LIMITED:
                 # Not the job's fault and not an attempt: first in line once the pause ends.
                 self.tally.rate_limited += 1
                 self._ready.appendleft(job)
-                del self._in_flight[job.rowid]
-            case Verdict.STOP:
-                # The key or account is refused: stop the whole run at once, touching no row.
-                self.auth_error = AuthError(stop_message(outcome.http_status or 401))
-                self.stop.graceful.set()
-                self.stop.force.set()
+        if outcome.http_status not in (404, 429):
+            self._end_probation()  # something else answered: the base URL reaches the API
 
-    def _fail(self, job: Job, outcome: Outcome, *, attempts: int, retryable: bool) -> None:
-        self._drop_stray_file(job)
+    def _answered(self) -> None:
+        """A good answer: the API is up, so rows that ran out of attempts did fail."""
+        lasted = self.health.on_answer()
+        if lasted is not None:
+            log.info("the API answers again after %.0f s", lasted)
+        if self._condemned:
+            for record in self._condemned.values():
+                self._finish(record)
+            self._condemned.clear()
+
+    def _transient(self, job: Job, outcome: Outcome) -> None:
+        assert outcome.failure is not None
         self.tally.last_error = outcome.error
-        self._finish(
-            Record(
-                job,
-                JobState.FAILED,
-                attempts,
-                outcome.http_status,
-                error=outcome.error,
-                retryable=retryable,
-            )
+        call = self.health.on_failure(job.identifier, outcome.failure, outcome.error or "")
+        if call.give_up is not None:
+            self._ready.append(job)
+            self.end(ApiUnusableError(call.give_up))
+            return
+        if call.refund:
+            self._refund(call.refund)
+        if call.pause_for > 0:
+            self.pacer.pause(self.clock() + call.pause_for, call.reason, probe=True)
+        if call.charge:
+            self._charge(job, outcome, job.attempts + 1)
+        else:
+            self._ready.appendleft(job)  # not the row's fault: first in line after the pause
+
+    def _charge(self, job: Job, outcome: Outcome, attempts: int) -> None:
+        """Spend one attempt of the row: back off and retry, or fail once the API is up."""
+        self.tally.last_error = outcome.error
+        self.store.record_attempt(
+            job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
         )
+        retry = Job(job.rowid, job.identifier, attempts)
+        if attempts >= self.settings.pace.max_attempts:
+            record = self._failure(retry, outcome, attempts=attempts, retryable=True)
+            if outcome.failure is Failure.BODY:
+                self._finish(record)
+            else:
+                self._condemned[job.rowid] = record
+            return
+        delay = backoff_delay(
+            attempts,
+            retry_after=outcome.retry_after,
+            base=self.settings.pace.backoff_base,
+            jitter=self.jitter,
+        )
+        heapq.heappush(self._retries, (self.clock() + delay, job.rowid, retry))
+        self.tally.retries += 1
+
+    def _refund(self, identifiers: frozenset[str]) -> None:
+        """An outage was declared: the streak's failures were not the rows' fault."""
+        kept = []
+        for due, rowid, job in self._retries:
+            if job.identifier in identifiers and job.attempts > 0:
+                job = Job(rowid, job.identifier, job.attempts - 1)
+                self._ready.appendleft(job)
+            else:
+                kept.append((due, rowid, job))
+        heapq.heapify(kept)
+        self._retries = kept
+        for rowid, record in list(self._condemned.items()):
+            if record.job.identifier in identifiers:
+                del self._condemned[rowid]
+                self._ready.appendleft(Job(rowid, record.job.identifier, record.attempts - 1))
+
+    def _hold_404(self, job: Job, outcome: Outcome, attempts: int) -> None:
+        self._held_404.append(self._failure(job, outcome, attempts=attempts, retryable=False))
+        if len(self._held_404) >= PROBATION:
+            self.end(
+                ApiUnusableError(
+                    f"every request answered 404 ({len(self._held_404)} of {len(self._held_404)}"
+                    f"): check --base-url (path prefix?) and the CSV column (--column); the rows "
+                    "are pending again"
+                )
+            )
+
+    def _end_probation(self) -> None:
+        if self._probation:
+            self._probation = False
+            for record in self._held_404:
+                self._finish(record)
+            self._held_404.clear()
+
+    def _failure(self, job: Job, outcome: Outcome, *, attempts: int, retryable: bool) -> Record:
+        self.tally.last_error = outcome.error
+        return Record(
+            job, JobState.FAILED, attempts, outcome.http_status, error=outcome.error,
+            retryable=retryable,
+        )  # fmt: skip
 
     def _finish(self, record: Record) -> None:
+        if record.state is not JobState.DONE:
+            self._drop_stray_file(record.job)
         self.tally.finished[record.state] += 1
-        del self._in_flight[record.job.rowid]
+        self.timeline.count_finished(1)
         self._unrecorded.append(record)
 
-    async def flush(self) -> None:
-        """Publish staged heatmaps durably, then record the batch in one transaction.
+    def finish_classified(self, count: int) -> None:
+        """Rows the prefilter ended `no_heatmap` (already recorded by the store)."""
+        self.tally.finished[JobState.NO_HEATMAP] += count
+        self.timeline.count_finished(count, no_heatmap=True)
+
+    async def flush(self, *, final: bool = False) -> None:
+        """Publish staged heatmaps durably, then record the batch and the timeline in one commit.
 
         Until then a row stays `running` in the table: a crash now costs a refetch, never a
         `done` row without its file. Shielded: a batch once taken is always recorded, even
         when the caller is cancelled (the next flush waits for it on the lock).
         """
-        await asyncio.shield(self._flush())
+        await asyncio.shield(self._flush(final=final))
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, final: bool) -> None:
         async with self._flushing:
             batch, self._unrecorded = self._unrecorded, []
-            if not batch:
+            now = self.clock()
+            due = final or now - self._timeline_flushed >= TIMELINE_EVERY
+            if not batch and not due:
                 return
             paths = [Path(record.saved.path) for record in batch if record.saved]
             if paths:
                 await asyncio.to_thread(publish, paths, out=self.settings.out)
-            self.store.record(batch)
+            minutes = self.timeline.take(self.pacer.view())
+            self.store.record(batch, timeline=minutes, run_id=self.run_id)
+            self._timeline_flushed = now
 
     async def _flush_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_EVERY)  # real time: this bounds the loss to a crash
+            self.timeline.sample_pause(self.pacer.view(), outage=self.health.in_outage)
             await self.flush()

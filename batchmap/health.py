@@ -1,0 +1,136 @@
+"""Is the API up? Outage decisions as a pure state machine over answers and failures; no I/O.
+
+The runner reports every request's end here and acts on the returned `Call`:
+
+- Before the API has answered once in this run, nothing is a row's fault: failures are
+  forgiven and probed one at a time at growing intervals; connection failures (refused, DNS,
+  TLS) past a few probes mean a wrong address or no network, and the run gives up at once.
+- After that, transient failures of STREAK different identifiers with no good answer between
+  them mean an outage: the pool pauses and probes one request at a time, at intervals that
+  double up to PROBE_CAP; the streak's attempts are refunded; requests made during the outage
+  spend no attempts. An outage longer than the limit gives up.
+- A failure while the API is otherwise answering is the row's own: it spends an attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from batchmap.models import Failure
+
+STREAK = 3  # distinct identifiers failing in a row, with no good answer between, mean an outage
+START_PROBES = 3  # connection failures before any answer after which the address is wrong
+PROBE_FIRST = 1.0  # seconds before the first probe of an outage
+PROBE_CAP = 120.0  # probes of a long outage come this often
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the runner should do about one failure."""
+
+    charge: bool  # spend one of the row's attempts (and back off that row alone)
+    pause_for: float = 0.0  # > 0: pause the pool this long, then let one probe through
+    reason: str = ""  # why the pool pauses, for progress and the timeline
+    refund: frozenset[str] = frozenset()  # identifiers whose streak attempts are given back
+    give_up: str | None = None  # stop the run: the API cannot be used as given
+
+
+class Health:
+    """Tracks whether the API answers; decides charges, outage pauses and when to give up."""
+
+    def __init__(
+        self,
+        *,
+        outage_limit: float,
+        where: str,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.outage_limit = outage_limit
+        self.where = where  # host:port, for messages
+        self.clock = clock
+        self.wall = wall
+        self.answered = False  # any good answer in this run
+        self.outage_since: float | None = None  # monotonic start of the current outage
+        self.outage_total = 0.0  # seconds of outage this run, ended ones only
+        self._streak: list[str] = []  # identifiers failing since the last good answer
+        self._streak_since = 0.0
+        self._start_failures = 0
+        self._probe = PROBE_FIRST
+
+    @property
+    def in_outage(self) -> bool:
+        """True while the pool is paused for an outage (or before the first answer)."""
+        return self.outage_since is not None
+
+    def on_answer(self) -> float | None:
+        """A good answer (anything but 5xx/408 or no answer); returns an ended outage's length."""
+        self.answered = True
+        self._streak.clear()
+        self._start_failures = 0
+        self._probe = PROBE_FIRST
+        if self.outage_since is None:
+            return None
+        lasted = self.clock() - self.outage_since
+        self.outage_total += lasted
+        self.outage_since = None
+        return lasted
+
+    def on_failure(self, identifier: str, failure: Failure, error: str) -> Call:
+        """A request failed transiently (no answer, timeout, 5xx): whose fault, and what now."""
+        now = self.clock()
+        if not self._streak:
+            self._streak_since = now
+        if identifier not in self._streak:
+            self._streak.append(identifier)
+        if not self.answered:
+            return self._before_first_answer(now, failure, error)
+        if self.outage_since is not None:
+            if now - self.outage_since > self.outage_limit:
+                return Call(charge=False, give_up=self._too_long(now, error))
+            return self._probe_later(error)
+        if len(self._streak) >= STREAK:
+            self.outage_since = self._streak_since
+            refund = frozenset(self._streak)
+            call = self._probe_later(error)
+            return Call(False, call.pause_for, call.reason, refund=refund)
+        return Call(charge=True)
+
+    def _before_first_answer(self, now: float, failure: Failure, error: str) -> Call:
+        if self.outage_since is None:
+            self.outage_since = now
+        if failure is Failure.CONNECT:
+            self._start_failures += 1
+            if self._start_failures >= START_PROBES:
+                return Call(
+                    charge=False,
+                    give_up=(
+                        f"cannot reach the API at {self.where} ({error}): check --base-url "
+                        "and the network; no row was changed"
+                    ),
+                )
+        if now - self.outage_since > self.outage_limit:
+            return Call(charge=False, give_up=self._too_long(now, error))
+        return self._probe_later(error)
+
+    def _probe_later(self, error: str) -> Call:
+        pause = self._probe
+        self._probe = min(PROBE_CAP, self._probe * 2)
+        return Call(charge=False, pause_for=pause, reason=f"{self.since_text()} ({error})")
+
+    def since_text(self) -> str:
+        """'API unreachable since 14:02:11', in local time (shown, so wall clock)."""
+        assert self.outage_since is not None
+        since = self.wall() - (self.clock() - self.outage_since)
+        return f"API unreachable since {time.strftime('%H:%M:%S', time.localtime(since))}"
+
+    def _too_long(self, now: float, error: str) -> str:
+        assert self.outage_since is not None
+        minutes = (now - self.outage_since) / 60
+        return (
+            f"{self.since_text()}, for {minutes:.0f} min, over the --outage-limit "
+            f"({self.outage_limit:g} s); last error: {error}. Rows are pending: "
+            "`batchmap resume` when the API is back"
+        )

@@ -1,0 +1,144 @@
+"""`batchmap.Job`: the Python API over one job database; the CLI is a thin layer on it.
+
+    import batchmap
+    job = batchmap.Job("jobs.db")
+    job.load("ids.csv")                        # LoadStats(read, added, duplicates, blank)
+    result = job.run(api_key="...", out="heatmaps")
+    job.status()                               # the facts of `batchmap status --json`
+    failed = list(job.rows(state="failed"))
+
+`run` blocks; `arun` is the same inside a running event loop (a notebook). Neither installs a
+signal handler: stop a run with `Stop.request()` or by cancelling the task running `arun`,
+which stops gracefully (in-flight requests end or go back to `pending`) and re-raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from batchmap.config import Api, Output, Pace
+from batchmap.errors import InputError
+from batchmap.files import Layout
+from batchmap.lock import JobLock
+from batchmap.models import JobState, LoadStats
+from batchmap.runner import Stop
+from batchmap.session import Progress, RunResult, load_ids, start
+from batchmap.store import Store
+
+PathLike = str | os.PathLike[str]
+
+
+class Job:
+    """One job database: load identifiers, fetch their heatmaps, ask what happened."""
+
+    def __init__(self, db: PathLike = "batchmap.db") -> None:
+        self.db = Path(db)
+
+    def __repr__(self) -> str:
+        return f"Job({str(self.db)!r})"
+
+    def load(self, source: PathLike | Iterable[str], *, column: str | None = None) -> LoadStats:
+        """Add identifiers (a CSV file, or any iterable of strings) as `pending` rows.
+
+        Idempotent: known identifiers and finished rows are never touched. Takes the job
+        lock, so a load never races a run.
+        """
+        with JobLock(self.db), Store(self.db) as store:
+            if isinstance(source, str | os.PathLike):
+                return load_ids(store, Path(source), column=column)
+            if isinstance(source, bytes):
+                raise InputError("Job.load: expected a path or an iterable of str, not bytes")
+            cleaned = _Cleaned(source)
+            seen, added = store.load_ids(cleaned)
+            return LoadStats(read=seen, added=added, duplicates=seen - added, blank=cleaned.blank)
+
+    def run(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        out: PathLike | None = None,
+        layout: Layout | str | None = None,
+        pace: Pace | None = None,
+        timeout: float | None = None,
+        load: PathLike | None = None,
+        column: str | None = None,
+        retry_failed: bool = False,
+        prefilter: bool = True,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: Stop | None = None,
+    ) -> RunResult:
+        """Fetch every unfinished row (after loading `load`, a CSV, if given); blocks.
+
+        `base_url`, `out` and `layout` default to what the job remembers from its first run.
+        Raises AuthError (401/403), ApiUnusableError (API unreachable, every first answer
+        404, a wait over `pace.max_wait`), StorageError, InputError; returns a RunResult
+        otherwise, also when stopped (`interrupted`).
+        """
+        return asyncio.run(
+            self.arun(
+                api_key=api_key, base_url=base_url, out=out, layout=layout, pace=pace,
+                timeout=timeout, load=load, column=column, retry_failed=retry_failed,
+                prefilter=prefilter, on_progress=on_progress, stop=stop,
+            )
+        )  # fmt: skip
+
+    async def arun(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        out: PathLike | None = None,
+        layout: Layout | str | None = None,
+        pace: Pace | None = None,
+        timeout: float | None = None,
+        load: PathLike | None = None,
+        column: str | None = None,
+        retry_failed: bool = False,
+        prefilter: bool = True,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: Stop | None = None,
+    ) -> RunResult:
+        """`run` inside a running event loop. Cancelling the task stops the run gracefully."""
+        api = Api(api_key, base_url) if timeout is None else Api(api_key, base_url, timeout)
+        output = Output(Path(out) if out is not None else None, Layout(layout) if layout else None)
+        return await start(
+            self.db, api, pace or Pace(), output,
+            load=Path(load) if load is not None else None, column=column,
+            retry_failed=retry_failed, prefilter=prefilter, on_progress=on_progress, stop=stop,
+        )  # fmt: skip
+
+    def status(self) -> dict[str, Any]:
+        """The facts `batchmap status --json` prints: counts, errors, pauses, the timeline."""
+        from batchmap.report import status_facts
+
+        with Store(self.db, create=False) as store:
+            facts = status_facts(store)
+        facts["active_run_pid"] = JobLock.owner(self.db)
+        return facts
+
+    def rows(self, state: JobState | str | None = None) -> Iterator[dict[str, Any]]:
+        """Every row (optionally of one state) as a dict, in load order, streamed."""
+        selected = JobState(state) if state is not None else None
+        with Store(self.db, create=False) as store:
+            yield from store.rows(state=selected)
+
+
+class _Cleaned:
+    """Identifiers from an iterable, trimmed; blanks counted and skipped."""
+
+    def __init__(self, source: Iterable[str]) -> None:
+        self.source = source
+        self.blank = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for value in self.source:
+            identifier = str(value).strip()
+            if identifier:
+                yield identifier
+            else:
+                self.blank += 1
