@@ -52,8 +52,8 @@ __all__ = [
     "Pace",
     "Progress",
     "RunResult",
-    "StorageError",
     "Stop",
+    "StorageError",
     "__version__",
 ]
 

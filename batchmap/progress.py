@@ -24,7 +24,7 @@ class Mode(StrEnum):
 
 
 class ProgressView:
-    """Shows each Progress snapshot of a run: a live panel, a plain line now and then, or nothing."""
+    """Shows each Progress of a run: a live panel, a plain line now and then, or nothing."""
 
     def __init__(self, mode: Mode, *, console: Console | None = None, every: float = 10.0) -> None:
         self.mode = mode
