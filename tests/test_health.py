@@ -1,0 +1,133 @@
+"""Outage decisions as a table: which failures a row pays for, when the pool pauses, when to give up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from batchmap.health import PROBE_CAP, PROBE_FIRST, START_PROBES, STREAK, Health
+from batchmap.models import Failure
+
+C, T, S = Failure.CONNECT, Failure.TIMEOUT, Failure.SERVER
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def health(clock: Clock, *, answered: bool = True, limit: float = 3600.0) -> Health:
+    h = Health(outage_limit=limit, where="api.test:443", clock=clock, wall=lambda: 1.8e9)
+    if answered:
+        h.on_answer()
+    return h
+
+
+@dataclass(frozen=True)
+class Step:
+    identifier: str | None  # None: a good answer
+    failure: Failure = S
+    charge: bool = False
+    pause: bool = False
+    refund: frozenset[str] = frozenset()
+    give_up: bool = False
+
+
+@pytest.mark.parametrize(
+    ("name", "steps"),
+    [
+        (
+            "a broken row among good answers pays for each failure",
+            [Step("a", charge=True), Step(None), Step("a", charge=True), Step(None)],
+        ),
+        (
+            "failures of STREAK identifiers in a row are an outage; the streak is refunded",
+            [
+                Step("a", charge=True),
+                Step("b", charge=True),
+                Step("c", pause=True, refund=frozenset("abc")),
+                Step("d", pause=True),  # during the outage nobody pays
+                Step(None),
+                Step("e", charge=True),  # over: a failure is the row's own again
+            ],
+        ),
+        (
+            "one identifier failing again and again is not an outage",
+            [Step("a", charge=True), Step("a", charge=True), Step("a", charge=True)],
+        ),
+    ],
+)
+def test_who_pays_for_a_failure(name: str, steps: list[Step]) -> None:
+    clock = Clock()
+    h = health(clock)
+    for step in steps:
+        clock.now += 1
+        if step.identifier is None:
+            h.on_answer()
+            continue
+        call = h.on_failure(step.identifier, step.failure, "HTTP 503")
+        assert call.charge is step.charge, (name, step)
+        assert (call.pause_for > 0) is step.pause, (name, step)
+        assert call.refund == step.refund, (name, step)
+        assert (call.give_up is not None) is step.give_up, (name, step)
+
+
+def test_outage_probes_back_off_to_a_cap_and_say_since_when() -> None:
+    clock = Clock()
+    h = health(clock)
+    pauses = []
+    for i in range(STREAK + 12):
+        call = h.on_failure(f"id{i}", T, "timed out after 30s")
+        if call.pause_for:
+            pauses.append(call.pause_for)
+            clock.now += call.pause_for
+    assert pauses[0] == PROBE_FIRST
+    assert pauses == sorted(pauses) and max(pauses) == PROBE_CAP
+    assert call.reason.startswith("API unreachable since ") and "timed out" in call.reason
+
+
+def test_an_outage_longer_than_the_limit_gives_up_with_what_to_do() -> None:
+    clock = Clock()
+    h = health(clock, limit=600)
+    for i in range(STREAK):
+        h.on_failure(f"id{i}", C, "ConnectError: refused")
+    clock.now += 599
+    assert h.on_failure("x", C, "ConnectError: refused").give_up is None
+    clock.now += 2
+    message = h.on_failure("y", C, "ConnectError: refused").give_up
+    assert message is not None and "--outage-limit" in message and "batchmap resume" in message
+
+
+def test_an_address_that_never_answered_gives_up_after_a_few_probes_naming_it() -> None:
+    clock = Clock()
+    h = health(clock, answered=False)
+    calls = [h.on_failure("a", C, "ConnectError: refused") for _ in range(START_PROBES)]
+    assert all(not call.charge for call in calls)
+    assert all(call.pause_for > 0 for call in calls[:-1])
+    message = calls[-1].give_up
+    assert message is not None and "api.test:443" in message and "--base-url" in message
+
+
+def test_timeouts_before_the_first_answer_are_probed_not_given_up_on() -> None:
+    clock = Clock()
+    h = health(clock, answered=False)
+    for _ in range(START_PROBES * 3):
+        call = h.on_failure("a", T, "timed out")
+        assert not call.charge and call.give_up is None and call.pause_for > 0
+
+
+def test_an_ended_outage_reports_how_long_it_lasted() -> None:
+    clock = Clock()
+    h = health(clock)
+    for i in range(STREAK):
+        clock.now += 1
+        h.on_failure(f"id{i}", S, "HTTP 503")
+    clock.now += 40
+    assert h.in_outage
+    lasted = h.on_answer()
+    assert lasted is not None and lasted == pytest.approx(42)
+    assert not h.in_outage
