@@ -1,29 +1,32 @@
-"""The worker pool over httpx.MockTransport on a fake clock: outcomes, retries, pauses, stops."""
+"""The worker pool over httpx.MockTransport on a fake clock: outcomes, retries, outages, stops."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 import batchmap.runner as runner_module
 from batchmap import files
-from batchmap.errors import AuthError
+from batchmap.config import Pace
+from batchmap.errors import ApiUnusableError, AuthError
 from batchmap.fetch import make_client
 from batchmap.files import Layout
 from batchmap.models import JobState, Outcome, Verdict
 from batchmap.pacer import Pacer
-from batchmap.runner import Runner, RunSettings, Tally
+from batchmap.runner import PROBATION, Runner, RunSettings, Tally
 from batchmap.store import Store
 from tests.limiters import FakeClock
 from tests.pngs import tiny_png
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
 def identifier_of(request: httpx.Request) -> str:
@@ -33,19 +36,26 @@ def identifier_of(request: httpx.Request) -> str:
 class Harness:
     """A store, a fake clock and a runner whose client answers through `handler`."""
 
-    def __init__(self, tmp_path: Path, ids: list[str], **settings: int) -> None:
+    def __init__(
+        self, tmp_path: Path, ids: list[str], *, prefilter: bool = False, **pace: Any
+    ) -> None:
         self.clock = FakeClock()
         self.store = Store(tmp_path / "jobs.db")
         self.store.load_ids(ids)
         self.out = tmp_path / "out"
-        self.settings = RunSettings(out=self.out, layout=Layout.FLAT, **settings)
-        self.pacer = Pacer(clock=self.clock, sleep=self.clock.sleep)
+        self.settings = RunSettings(
+            out=self.out, layout=Layout.FLAT, pace=Pace(**pace), prefilter=prefilter,
+            where="api.test:443",
+        )  # fmt: skip
+        self.pacer = Pacer(max_rate=pace.get("max_rate"), clock=self.clock, sleep=self.clock.sleep)
         self.requests: list[tuple[float, str]] = []
+        self.pauses: list[str] = []
 
     def run(self, handler: Handler, *, before: Callable[[Runner], None] | None = None) -> Tally:
-        def logged(request: httpx.Request) -> httpx.Response:
+        async def logged(request: httpx.Request) -> httpx.Response:
             self.requests.append((self.clock(), identifier_of(request)))
-            return handler(request)
+            answer = handler(request)
+            return await answer if asyncio.iscoroutine(answer) else answer  # type: ignore[return-value]
 
         async def go() -> Tally:
             client = make_client(
@@ -55,8 +65,16 @@ class Harness:
             async with client:
                 runner = Runner(
                     self.store, client, self.pacer, self.settings,
-                    clock=self.clock, sleep=self.clock.sleep, jitter=lambda ceiling: ceiling,
+                    clock=self.clock, wall=lambda: 1.8e9 + self.clock(), sleep=self.clock.sleep,
+                    jitter=lambda ceiling: ceiling,
                 )  # fmt: skip
+                original = self.pacer.pause
+
+                def pause(until: float, reason: str, **kw: bool) -> None:
+                    self.pauses.append(reason)
+                    original(until, reason, **kw)
+
+                self.pacer.pause = pause  # type: ignore[method-assign]
                 if before is not None:
                     before(runner)
                 return await runner.run()
@@ -65,6 +83,9 @@ class Harness:
 
     def state(self, identifier: str) -> dict[str, object]:
         return next(r for r in self.store.rows() if r["identifier"] == identifier)
+
+    def heatmap_requests(self) -> list[tuple[float, str]]:
+        return [(t, i) for t, i in self.requests if not i.startswith("classifications")]
 
 
 def png_response(request: httpx.Request) -> httpx.Response:
@@ -93,69 +114,135 @@ def test_each_answer_ends_in_its_state_and_png_bytes_land_on_disk(tmp_path: Path
     assert h.state("none1")["path"] is None
 
 
-def test_transient_errors_back_off_and_then_succeed_without_sleeping(tmp_path: Path) -> None:
+def test_a_broken_row_backs_off_without_sleeping_while_the_api_answers(tmp_path: Path) -> None:
     answers = iter([503, 503])
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if identifier_of(request) != "abc":
+            return png_response(request)
         status = next(answers, 200)
         return png_response(request) if status == 200 else httpx.Response(status)
 
-    h = Harness(tmp_path, ["abc"])
-    started = h.clock()
+    h = Harness(tmp_path, ["a-first", "abc"], concurrency=1)
     h.run(handler)
     row = h.state("abc")
     assert row["state"] == "done" and row["attempts"] == 3
-    times = [t for t, _ in h.requests]
+    times = [t for t, ident in h.requests if ident == "abc"]
     # Backoff 1 s then 2 s (jitter pinned to its ceiling), on the fake clock only.
     assert times[1] - times[0] >= 1.0 and times[2] - times[1] >= 2.0
-    assert h.clock() - started < 10
 
 
-def test_a_row_fails_retryable_after_max_attempts(tmp_path: Path) -> None:
-    h = Harness(tmp_path, ["abc"], max_attempts=3)
-    tally = h.run(lambda request: httpx.Response(502, text="Bad Gateway"))
-    row = h.state("abc")
-    assert (row["state"], row["attempts"], row["retryable"]) == ("failed", 3, 1)
-    assert row["error"] == "HTTP 502: Bad Gateway"
-    assert tally.retries == 2
-
-
-def test_other_rows_proceed_while_one_waits_for_its_retry(tmp_path: Path) -> None:
-    failed_once: set[str] = set()
-
+def test_a_row_that_keeps_failing_while_others_succeed_fails_retryable(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        ident = identifier_of(request)
-        if ident == "slow" and ident not in failed_once:
-            failed_once.add(ident)
-            return httpx.Response(500)
+        if identifier_of(request) == "bad":
+            return httpx.Response(502, text="Bad Gateway")
         return png_response(request)
 
-    h = Harness(tmp_path, ["slow", *(f"x{i}" for i in range(5))], concurrency=1)
+    h = Harness(tmp_path, ["a-first", "bad", "c-after"], max_attempts=3, concurrency=1)
     h.run(handler)
-    order = [ident for _, ident in h.requests]
-    assert order[0] == "slow" and order[-1] == "slow"  # the retry waited; the others did not
-    assert h.store.counts()[JobState.DONE] == 6
+    row = h.state("bad")
+    assert (row["state"], row["attempts"], row["retryable"]) == ("failed", 3, 1)
+    assert row["error"] == "HTTP 502: Bad Gateway"
+
+
+def test_an_outage_pauses_the_pool_probes_and_spends_no_attempt(tmp_path: Path) -> None:
+    ids = [f"id{i:02d}" for i in range(12)]
+    h = Harness(tmp_path, ids, concurrency=4, max_attempts=2)
+    down_from, down_until = 1_000_002.0, 1_000_090.0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if down_from <= h.clock() < down_until:
+            raise httpx.ConnectError("connection refused", request=request)
+        return png_response(request)
+
+    h.run(handler)
+    assert h.store.counts()[JobState.DONE] == 12
+    assert {row["attempts"] for row in h.store.rows()} == {1}  # nobody paid for the outage
+    assert any(reason.startswith("API unreachable since") for reason in h.pauses)
+    during = [t for t, _ in h.requests if down_from <= t < down_until]
+    assert len(during) < 12  # probes, one at a time, at growing intervals: no hammering
+
+
+def test_an_outage_past_the_limit_stops_with_exit_4_and_rows_pending(tmp_path: Path) -> None:
+    ids = [f"id{i:02d}" for i in range(10)]
+    h = Harness(tmp_path, ids, concurrency=2, outage_limit=300)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if h.clock() > 1_000_001.0:
+            return httpx.Response(503, text="down")
+        return png_response(request)
+
+    with pytest.raises(ApiUnusableError, match="--outage-limit") as raised:
+        h.run(handler)
+    assert raised.value.exit_code == 4
+    counts = h.store.counts()
+    assert counts[JobState.FAILED] == 0 and counts[JobState.RUNNING] == 0
+    assert counts[JobState.PENDING] >= 8
+
+
+def test_a_new_job_whose_first_answers_are_all_404_stops_with_rows_pending(
+    tmp_path: Path,
+) -> None:
+    ids = [f"id{i:02d}" for i in range(30)]
+    h = Harness(tmp_path, ids, concurrency=2)
+    with pytest.raises(ApiUnusableError, match="every request answered 404"):
+        h.run(lambda request: httpx.Response(404, json={"message": "Not Found"}))
+    assert h.store.counts()[JobState.PENDING] == 30
+    assert len(h.requests) <= PROBATION + 2
+
+
+def test_404s_after_a_success_are_ordinary_failures(tmp_path: Path) -> None:
+    ids = ["a-ok", *(f"gone{i:02d}" for i in range(12))]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if identifier_of(request).startswith("gone"):
+            return httpx.Response(404, json={"error": "Image not found"})
+        return png_response(request)
+
+    h = Harness(tmp_path, ids, concurrency=1)
+    h.run(handler)
+    assert h.store.counts()[JobState.FAILED] == 12
+
+
+def test_a_wait_longer_than_max_wait_stops_the_run_instead_of_sleeping(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ["a", "b", "c"], concurrency=1, max_wait=600)
+    with pytest.raises(ApiUnusableError, match="over --max-wait"):
+        h.run(lambda request: httpx.Response(429, headers={"retry-after": "86400"}))
+    assert h.store.counts()[JobState.PENDING] == 3
+    assert h.clock() - 1_000_000.0 < 600
+
+
+def test_a_503_retry_after_pauses_everyone_as_asked(tmp_path: Path) -> None:
+    told: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if identifier_of(request) == "b" and not told:
+            told.append(h.clock())
+            return httpx.Response(503, headers={"retry-after": "7"})
+        return png_response(request)
+
+    h = Harness(tmp_path, ["a", "b", "c", "d"], concurrency=1)
+    h.run(handler)
+    later = [t for t, ident in h.requests if t > told[0]]
+    assert later and min(later) >= told[0] + 7
 
 
 def test_a_429_pauses_the_whole_pool_and_costs_no_attempt(tmp_path: Path) -> None:
     limited: list[float] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        if not limited:
-            limited.append(0)
+        if len(h.requests) == 3 and not limited:
+            limited.append(h.clock())
             headers = {"retry-after": "5"}
             return httpx.Response(429, headers=headers, json={"message": "Too Many Attempts."})
         return png_response(request)
 
-    h = Harness(tmp_path, [f"id{i}" for i in range(8)], concurrency=4)
+    h = Harness(tmp_path, [f"id{i}" for i in range(12)], concurrency=4, max_rate=50)
     tally = h.run(handler)
-    first = h.requests[0][0]
-    in_flight = [t for t, _ in h.requests if t == first]
-    later = [t for t, _ in h.requests if t != first]
-    assert len(in_flight) <= 4  # those already sent when the 429 came back
-    assert later and all(t >= first + 5 for t in later)  # then nobody hammered during the pause
+    after = [t for t, _ in h.requests if t > limited[0]]
+    assert after and min(after) >= limited[0] + 5  # nobody hammered during the pause
     assert tally.rate_limited == 1
-    assert h.store.counts()[JobState.DONE] == 8
+    assert h.store.counts()[JobState.DONE] == 12
     assert {row["attempts"] for row in h.store.rows()} == {1}
 
 
@@ -167,6 +254,20 @@ def test_a_refused_key_stops_the_run_and_leaves_rows_pending(tmp_path: Path, sta
     assert raised.value.exit_code == 3
     assert h.store.counts()[JobState.PENDING] == 20
     assert len(h.requests) <= 2  # at most what was already in flight
+
+
+def test_a_refused_key_abandons_requests_in_flight(tmp_path: Path) -> None:
+    never = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if identifier_of(request) == "aaa-slow":
+            await never.wait()  # a request that would hang for ever
+        return httpx.Response(401, json={"error": "Unauthorized"})
+
+    h = Harness(tmp_path, ["aaa-slow", "bbb", "ccc"], concurrency=2, max_rate=100)
+    with pytest.raises(AuthError):
+        h.run(handler)
+    assert h.store.counts()[JobState.PENDING] == 3
 
 
 def test_a_graceful_stop_returns_unfinished_rows_to_pending(tmp_path: Path) -> None:
@@ -198,6 +299,7 @@ def test_a_flush_cancelled_halfway_still_records_its_batch(
     monkeypatch.setattr(runner_module, "publish", slow_publish)
 
     async def scenario(runner: Runner) -> None:
+        runner._probation = False
         for job in h.store.claim(2):
             runner._in_flight[job.rowid] = job
             runner._decide(job, Outcome(Verdict.DONE, 200, body=tiny_png()))
@@ -214,3 +316,93 @@ def test_a_flush_cancelled_halfway_still_records_its_batch(
     asyncio.run(go())
     assert h.store.counts()[JobState.DONE] == 2
     assert all(Path(str(row["path"])).exists() for row in h.store.rows())
+
+
+# --------------------------------------------------------------------------- the prefilter
+
+
+def classification(identifier: str, *, has_heatmap: bool, status: str = "done") -> dict[str, Any]:
+    return {
+        "identifier": identifier, "hash": "ab" * 32, "name": f"{identifier}.jpg",
+        "has_heatmap": has_heatmap, "status": status,
+        "verdict": {"classification": "artificial", "confidence": 0.93, "heuristic": "h"},
+        "verdicts": [], "results": [],
+    }  # fmt: skip
+
+
+def classifying(no_heatmap: set[str], *, undecided: frozenset[str] = frozenset()) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/classifications"):
+            asked = request.url.params.get_list("identifiers[]")
+            return httpx.Response(200, json=[
+                classification(i, has_heatmap=i not in no_heatmap,
+                               status="new" if i in undecided else "done")
+                for i in asked
+            ])  # fmt: skip
+        if identifier_of(request) in no_heatmap:
+            return httpx.Response(204)
+        return png_response(request)
+
+    return handler
+
+
+def test_the_prefilter_ends_rows_without_heatmap_and_keeps_every_verdict(tmp_path: Path) -> None:
+    ids = [f"id{i:03d}" for i in range(150)]
+    none = set(ids[::5])
+    h = Harness(tmp_path, ids, prefilter=True, concurrency=4)
+    h.run(classifying(none))
+    asked = [ident for _, ident in h.requests if ident == "classifications"]
+    heatmaps = [ident for _, ident in h.requests if ident != "classifications"]
+    assert len(asked) == 2  # 100 + 50
+    assert sorted(heatmaps) == sorted(set(ids) - none)  # no request for a row without heatmap
+    assert h.store.counts()[JobState.NO_HEATMAP] == len(none)
+    row = h.state("id001")
+    assert (row["verdict"], row["confidence"], row["image_name"]) == ("artificial", 0.93,
+                                                                      "id001.jpg")  # fmt: skip
+
+
+def test_an_undecided_classification_never_finalises_a_row(tmp_path: Path) -> None:
+    h = Harness(tmp_path, ["a", "b"], prefilter=True)
+    handler = classifying({"a", "b"}, undecided=frozenset({"b"}))
+    h.run(handler)
+    assert [i for _, i in h.requests if i != "classifications"] == ["b"]
+    assert h.state("b")["state"] == "no_heatmap" and h.state("b")["http_status"] == 204
+
+
+def test_a_missing_classifications_endpoint_is_said_once_and_remembered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = [f"id{i:03d}" for i in range(20)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/classifications"):
+            return httpx.Response(404, json={"message": "Not Found"})
+        return png_response(request)
+
+    h = Harness(tmp_path, ids, prefilter=True)
+    h.run(handler)
+    asked = [i for _, i in h.requests if i == "classifications"]
+    assert len(asked) <= 2
+    assert h.store.counts()[JobState.DONE] == 20
+    assert caplog.text.count("classifications endpoint is not usable") == 1
+    remembered = h.store.get_meta("prefilter")
+    assert remembered["available"] is False and "https://api.test" in remembered["base_url"]
+
+
+def test_the_timeline_counts_what_the_server_answered(tmp_path: Path) -> None:
+    ids = [f"id{i:02d}" for i in range(20)]
+    gone = set(ids[:3])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if identifier_of(request) in gone:
+            return httpx.Response(404)
+        return png_response(request)
+
+    h = Harness(tmp_path, ["a-ok", *ids], concurrency=2)
+    h.run(handler)
+    minutes = h.store.timeline()
+    total = {
+        key: sum(m[key] for m in minutes) for key in ("requests", "ok", "not_found", "finished")
+    }
+    assert total == {"requests": 21, "ok": 18, "not_found": 3, "finished": 21}
+    assert json.dumps(minutes, allow_nan=False)
