@@ -37,6 +37,7 @@ CLASSIFICATIONS_MAX_BYTES = 8 * MiB  # 100 classification objects with every mod
 ERROR_BODY_BYTES = 64 * 1024  # read of an error answer: enough for its message, then stop
 MAX_IDENTIFIERS = 100  # identifAI's documented ceiling for one classifications request
 _GZIP = frozenset({"gzip", "x-gzip"})
+_INFLATE_STEP = 256 * 1024  # bytes inflated per zlib call, so no call holds a big piece
 
 
 def make_client(
@@ -372,7 +373,7 @@ class _Inflater:
                 self._z = zlib.decompressobj(self._wbits)  # gzip allows several members
             room = self.limit - len(self.out)
             try:
-                piece = self._z.decompress(data, room + 1)
+                piece = self._z.decompress(data, min(room + 1, _INFLATE_STEP))
             except zlib.error:
                 if self._gzip or self._started:
                     raise
