@@ -312,17 +312,18 @@ async def _read(response: httpx.Response, *, max_bytes: int) -> _Answer:
                 body += chunk
             else:
                 decoder.feed(chunk)
-            if received > limit or (decoder is not None and decoder.over):
-                if not strict:
-                    break
-                if decoder is None:
-                    raise refuse(
-                        f"body over the {_size(limit)} limit (cut off after {_size(limit)})"
-                    )
-                raise refuse(
+            if received > limit:
+                over = f"body over the {_size(limit)} limit (cut off after {_size(limit)})"
+            elif decoder is not None and decoder.over:
+                over = (
                     f"body over the {_size(limit)} limit once decompressed "
                     f"({encoding}, cut off after {_size(received)} received)"
                 )
+            else:
+                continue
+            if strict:
+                raise refuse(over)
+            break
         if decoder is not None:
             decoder.finish()
     except zlib.error:
