@@ -108,6 +108,12 @@ class _Answer:
 class _BodyRefused(Exception):
     """A body that cannot be used: too large, damaged or in an unknown encoding."""
 
+    def __init__(self, response: httpx.Response, why: str) -> None:
+        super().__init__(why)
+        self.status = response.status_code
+        self.headers = response.headers
+        self.why = why
+
 
 async def fetch_heatmap(
     client: httpx.AsyncClient,
@@ -239,12 +245,11 @@ async def _exchange(
                         )
                     url = target
     except _BodyRefused as refused:
-        status, headers, why = refused.args
         return Outcome(
             Verdict.RETRY,
-            http_status=status,
-            error=_scrubbed(client, why),
-            headers=headers,
+            http_status=refused.status,
+            error=_scrubbed(client, refused.why),
+            headers=refused.headers,
             failure=Failure.BODY,
         )
     except httpx.InvalidURL:
@@ -285,7 +290,7 @@ async def _read(response: httpx.Response, *, max_bytes: int) -> _Answer:
     limit = max_bytes if strict else min(max_bytes, ERROR_BODY_BYTES)
 
     def refuse(why: str) -> _BodyRefused:
-        return _BodyRefused(status, headers, why)
+        return _BodyRefused(response, why)
 
     declared = _content_length(headers)
     if strict and declared is not None and declared > limit:

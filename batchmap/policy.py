@@ -72,6 +72,7 @@ def png_problem(body: bytes) -> str | None:
     """
     if not body.startswith(PNG_SIGNATURE):
         return "not a PNG (bad signature)"
+    view = memoryview(body)  # CRCs over slices of a view: no copy of a big chunk
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(body):
         (length,) = struct.unpack_from(">I", body, offset)
@@ -80,7 +81,7 @@ def png_problem(body: bytes) -> str | None:
             return "a truncated PNG"
         kind = body[offset + 4 : offset + 8]
         (crc,) = struct.unpack_from(">I", body, end - 4)
-        if zlib.crc32(body[offset + 4 : end - 4]) != crc:
+        if zlib.crc32(view[offset + 4 : end - 4]) != crc:
             return f"a corrupt PNG (bad CRC in {kind.decode('latin-1')!r} chunk)"
         if kind == b"IEND":
             return None if end == len(body) else "a PNG with trailing bytes"
@@ -137,7 +138,9 @@ def read_classifications(
         return (), "a body that is not JSON"
     if not isinstance(data, list):
         return (), f"JSON that is not an array (a {type(data).__name__})"
-    described = [item for item in data if isinstance(item, dict) and _text(item, "identifier")]
+    described = [
+        item for item in data if isinstance(item, dict) and isinstance(item.get("identifier"), str)
+    ]
     if data and not described:
         return (), "an array of something other than classification objects"
     wanted = set(asked)

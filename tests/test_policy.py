@@ -382,3 +382,42 @@ def test_texts_are_bounded_and_safe_to_store() -> None:
 def test_an_undocumented_shape_is_named(body: bytes, problem: str) -> None:
     found, seen = read_classifications(body, asked=ASKED)
     assert found == () and seen is not None and problem in seen
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+classification_like = st.fixed_dictionaries(
+    {"identifier": st.sampled_from([*ASKED, "z" * 64])},
+    optional={"has_heatmap": json_values, "verdict": json_values, "hash": json_values,
+              "name": json_values, "status": json_values, "extra": json_values},
+)  # fmt: skip
+
+
+@given(st.lists(classification_like | json_values, max_size=6))
+def test_any_answer_is_read_without_raising_and_only_as_documented(items: list[object]) -> None:
+    found, problem = read_classifications(json.dumps(items).encode(), asked=ASKED)
+    assert problem is None or found == ()
+    for item in found:
+        assert item.identifier in ASKED
+        assert item.has_heatmap in (True, False, None)
+        assert item.confidence is None or math.isfinite(item.confidence)
+        assert isinstance(json.loads(item.raw), dict)
+
+
+@given(st.binary(max_size=300))
+def test_any_error_body_gives_a_short_clean_message(body: bytes) -> None:
+    message = server_message(body)
+    assert len(message) <= MESSAGE_MAX + 2
+    assert not any(c in message for c in "\x00\x1b\r\n\t\u202e")
+
+
+@given(
+    key=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=30),
+    before=st.text(max_size=20),
+    after=st.text(max_size=20),
+)
+def test_a_key_inside_any_text_is_redacted(key: str, before: str, after: str) -> None:
+    assert key.lower() not in redact(before + key + after, key).lower()
