@@ -166,7 +166,7 @@ def _storage_error(path: Path, error: sqlite3.Error) -> BatchmapError:
     """One line naming the file, with the exit code that tells the trouble apart."""
     detail = _one_line(error)
     code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
-    if code == sqlite3.SQLITE_FULL:
+    if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _disk_full(path)):
         return StorageError(f"{path}: disk full ({detail}); free some space, then resume")
     if code == sqlite3.SQLITE_READONLY:
         return StorageError(
@@ -185,6 +185,14 @@ def _storage_error(path: Path, error: sqlite3.Error) -> BatchmapError:
     if code == sqlite3.SQLITE_CANTOPEN:
         return StorageError(f"{path}: cannot open the job database ({detail})")
     return StorageError(f"{path}: job database error ({detail})")
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding `path` has no block left (an I/O error's likely cause)."""
+    try:
+        return os.statvfs(path.absolute().parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _guarded(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
@@ -434,15 +442,16 @@ class Store:
             raise InputError(f"{path}: its directory does not exist")
         try:
             self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
-        except sqlite3.Error as error:
-            raise _storage_error(path, error) from error
-        try:
             self._prepare(create=create)
+        except sqlite3.Error as error:
+            self.close()
+            if not self._on_read_only_media(error):
+                raise _storage_error(path, error) from error
+            self._open_read_only()
         except BaseException:
-            self.conn.close()
+            self.close()
             raise
 
-    @_guarded
     def _prepare(self, *, create: bool) -> None:
         if classify(self.conn).kind is not Kind.CURRENT:
             self._bring_forward(create=create)
@@ -451,6 +460,33 @@ class Store:
         # In WAL mode a committed transaction survives a process crash under NORMAL;
         # a power cut may lose the last commits, which only makes rows be fetched again.
         self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _on_read_only_media(self, error: sqlite3.Error) -> bool:
+        """A WAL database in a directory nobody may write cannot get its -shm file."""
+        wal = Path(f"{self.path}-wal")
+        return (
+            getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN
+            and not os.access(self.path.absolute().parent, os.W_OK)
+            and not (wal.exists() and wal.stat().st_size > 0)
+        )
+
+    def _open_read_only(self) -> None:
+        # Nothing can write there and no log is pending, so the main file is the whole truth:
+        # read it as immutable. Status and reports work; any write is a read-only error.
+        try:
+            self.conn = sqlite3.connect(
+                _read_only_uri(self.path, immutable=True), uri=True, isolation_level=None
+            )
+            current = classify(self.conn).kind is Kind.CURRENT
+        except sqlite3.Error as error:
+            self.close()
+            raise _storage_error(self.path, error) from error
+        if not current:
+            self.close()
+            raise StorageError(
+                f"{self.path}: the job database is read-only and made by an older batchmap; "
+                "copy it somewhere writable and use --db, so it can be brought forward"
+            )
 
     def _bring_forward(self, *, create: bool) -> None:
         """Create the schema, or bring a released (v1) database to v2, in one transaction.
