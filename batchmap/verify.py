@@ -142,7 +142,8 @@ def verify(
         returned = store.return_to_pending(bad_rowids)
         for _, identifier, path in found[FileCheck.CHANGED]:
             # Only a file at batchmap's own path for that identifier: never anything else.
-            if Path(path) == heatmap_path(out, identifier, layout=layout):
+            own = Path(path) == heatmap_path(out, identifier, layout=layout)
+            if own and not Path(path).is_dir():
                 remove_file(Path(path))
                 changed_removed += 1
         partials_removed = remove_partials(out) if walk.partials else 0
