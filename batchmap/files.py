@@ -7,14 +7,17 @@ recorded `done`. A crash leaves either nothing under the final name or the compl
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from batchmap.errors import StorageError
 from batchmap.models import Saved
 
 PARTIAL_DIR = ".partial"
@@ -25,6 +28,13 @@ PARTIAL_DIR = ".partial"
 _PLAIN = re.compile(r"[a-z0-9_-][a-z0-9_.-]{0,199}")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _WINDOWS_RESERVED = re.compile(r"(con|prn|aux|nul|com\d|lpt\d)(\..*)?")
+_HASHED = re.compile(r"[A-Za-z0-9_.-]{0,60}~(?P<digest>[0-9a-f]{32})\.png")
+_SHARD = re.compile(r"[0-9a-f]{2}")
+
+# Local storage trouble, as opposed to a bug: a one-line StorageError (exit 5) naming the path.
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+)
 
 
 class Layout(StrEnum):
@@ -52,12 +62,57 @@ def heatmap_path(out: Path, identifier: str, *, layout: Layout) -> Path:
     return out / shard / name
 
 
+def looks_like_heatmap(relative: PurePath, *, layout: Layout) -> bool:
+    """Whether a path relative to `out` is one `heatmap_path` could have produced.
+
+    `verify` uses it to tell batchmap's files from anything else a user keeps under `out`.
+    """
+    parts = relative.parts
+    if layout is Layout.FLAT:
+        return len(parts) == 1 and _is_heatmap_name(parts[0], shard=None)
+    return len(parts) == 2 and _is_heatmap_name(parts[1], shard=parts[0])
+
+
+def _is_heatmap_name(name: str, *, shard: str | None) -> bool:
+    if shard is not None and not _SHARD.fullmatch(shard):
+        return False
+    if hashed := _HASHED.fullmatch(name):
+        # Both the name's digest and the shard are the identifier's sha256: they must agree.
+        return not name.startswith(".") and (shard is None or hashed["digest"][:2] == shard)
+    identifier = name.removesuffix(".png")
+    if name == identifier or file_name(identifier) != name:
+        return False
+    return shard is None or hashlib.sha256(identifier.encode()).hexdigest()[:2] == shard
+
+
+@contextmanager
+def storage_errors(*, out: Path) -> Iterator[None]:
+    """Turn a full, read-only or unwritable --out into a StorageError naming the path."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in STORAGE_ERRNOS:
+            raise
+        where = error.filename or out
+        raise StorageError(
+            f"{where}: {error.strerror or error} (writing heatmaps under --out {out}); "
+            "fix it, then resume"
+        ) from error
+
+
 def stage(path: Path, data: bytes, *, out: Path) -> Saved:
     """Write `data` under `.partial/`, to appear at `path` once `publish` has run."""
     partial = _partial_path(path, out=out)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "wb") as handle:
-        handle.write(data)
+    with storage_errors(out=out):
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(partial, "wb") as handle:
+                handle.write(data)
+        except OSError as error:
+            partial.unlink(missing_ok=True)  # a half-written file only takes space
+            if error.filename is None:  # write() and close() do not say which file
+                error.filename = str(partial)
+            raise
     return Saved(path=str(path), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -69,19 +124,16 @@ def publish(paths: Iterable[Path], *, out: Path) -> None:
     One call for many files lets their fsyncs share the file system's journal commits.
     """
     targets = list(paths)
-    for path in targets:
-        fd = os.open(_partial_path(path, out=out), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    directories = {path.parent for path in targets}
-    for directory in directories:
-        directory.mkdir(parents=True, exist_ok=True)
-    for path in targets:
-        os.replace(_partial_path(path, out=out), path)
-    for directory in directories:
-        _fsync_dir(directory)
+    with storage_errors(out=out):
+        for path in targets:
+            _fsync_file(_partial_path(path, out=out))
+        directories = {path.parent for path in targets}
+        for directory in directories:
+            directory.mkdir(parents=True, exist_ok=True)
+        for path in targets:
+            os.replace(_partial_path(path, out=out), path)
+        for directory in directories:
+            _fsync_dir(directory)
 
 
 def _partial_path(path: Path, *, out: Path) -> Path:
@@ -93,24 +145,34 @@ def remove_partials(out: Path) -> int:
     partial_dir = out / PARTIAL_DIR
     if not partial_dir.is_dir():
         return 0
-    count = sum(1 for _ in partial_dir.iterdir())
-    shutil.rmtree(partial_dir)
+    with storage_errors(out=out):
+        count = sum(1 for _ in partial_dir.iterdir())
+        shutil.rmtree(partial_dir)
     return count
 
 
 def remove_file(path: Path) -> None:
     """Remove, durably, a file that no finished row accounts for; a missing file is fine."""
+    with storage_errors(out=path.parent):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        path.unlink()
-    except FileNotFoundError:
-        return
-    _fsync_dir(path.parent)
+        try:
+            os.fsync(fd)
+        except OSError as error:  # fsync may be where a delayed ENOSPC or EIO shows
+            error.filename = str(path)
+            raise
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:
     # The rename is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_file(directory)

@@ -1,26 +1,40 @@
 """The job table: the only module that runs SQL.
 
-One SQLite file in WAL mode, one row per unique identifier. Every change is one short
-transaction, so a crash at any instant leaves a consistent table; rows a killed process left
-`running` go back to `pending` on the next start (see `recover`).
+One SQLite file in WAL mode, one row per unique identifier, plus the run history (`runs`,
+`timeline`). Every change is one short transaction, so a crash at any instant leaves a
+consistent table; rows a killed process left `running` go back to `pending` on the next start
+(see `recover`). A file is recognised as batchmap's before anything is written to it (`_inspect`):
+any other file is refused without changing a byte. SQLite failures leave this module as one-line
+`StorageError`s that name the file (`_storage_error`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import os
+import re
+import shlex
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
+from importlib import metadata
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
 
-import sqlite_utils
+from batchmap.errors import BatchmapError, InputError, LockedError, StorageError
+from batchmap.models import Classification, Job, JobState, MinuteStats, Record
 
-from batchmap.errors import InputError
-from batchmap.models import Job, JobState, Record
-
-SCHEMA = """
+# The released schema (version 1), kept verbatim: new databases start from it and are brought
+# forward by the same steps as old ones, so both end with the same columns in the same order.
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     identifier  TEXT NOT NULL UNIQUE,
     state       TEXT NOT NULL DEFAULT 'pending',
@@ -42,17 +56,332 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-REPORT_COLUMNS = (
+SCHEMA_VERSION = 2
+# "bmap": written to the file header (offset 68), so even a file whose schema can no longer be
+# read still says it is a job database, and `file(1)`-style tools can tell.
+APPLICATION_ID = 0x626D6170
+
+V1_COLUMNS = (
     "identifier", "state", "http_status", "attempts", "path", "bytes", "sha256", "error",
     "retryable", "created_at", "updated_at", "finished_at",
 )  # fmt: skip
+NEW_JOB_COLUMNS = (
+    ("has_heatmap", "INTEGER"),  # 0/1, NULL when the classifications endpoint did not say
+    ("verdict", "TEXT"),  # the main verdict's classification: "artificial", "human", ...
+    ("confidence", "REAL"),
+    ("image_hash", "TEXT"),  # the classified image file's SHA-256 (`hash`)
+    ("image_name", "TEXT"),  # `name`
+    ("classification", "TEXT"),  # the whole object the endpoint returned, as JSON
+    ("asked_at", "TEXT"),  # when the classifications endpoint was asked; NULL: never
+)
+V2_COLUMNS = V1_COLUMNS + tuple(name for name, _ in NEW_JOB_COLUMNS)
+
+SCHEMA_V2_TABLES = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id     INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    ended_at   TEXT,
+    exit_code  INTEGER,
+    version    TEXT,
+    pid        INTEGER,
+    options    TEXT
+);
+CREATE TABLE IF NOT EXISTS timeline (
+    run_id                  INTEGER NOT NULL,
+    minute                  TEXT NOT NULL,
+    requests                INTEGER NOT NULL DEFAULT 0,
+    classification_requests INTEGER NOT NULL DEFAULT 0,
+    ok                      INTEGER NOT NULL DEFAULT 0,
+    no_heatmap              INTEGER NOT NULL DEFAULT 0,
+    not_found               INTEGER NOT NULL DEFAULT 0,
+    client_error            INTEGER NOT NULL DEFAULT 0,
+    server_error            INTEGER NOT NULL DEFAULT 0,
+    rate_limited            INTEGER NOT NULL DEFAULT 0,
+    network_error           INTEGER NOT NULL DEFAULT 0,
+    finished                INTEGER NOT NULL DEFAULT 0,
+    paused_seconds          REAL NOT NULL DEFAULT 0,
+    outage_seconds          REAL NOT NULL DEFAULT 0,
+    pause_reasons           TEXT NOT NULL DEFAULT '{}',
+    pacer_rate              REAL,
+    limits                  TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (run_id, minute)
+);
+-- Pending rows never asked about, in rowid order, without walking past those already asked.
+CREATE INDEX IF NOT EXISTS jobs_unasked ON jobs (state) WHERE asked_at IS NULL;
+"""
+
+REPORT_COLUMNS = (*V1_COLUMNS, "has_heatmap", "verdict", "confidence", "image_hash", "image_name")
+
+RUN_COLUMNS = ("run_id", "started_at", "ended_at", "exit_code", "version", "pid", "options")
+TIMELINE_COUNTERS = (
+    "requests", "classification_requests", "ok", "no_heatmap", "not_found", "client_error",
+    "server_error", "rate_limited", "network_error", "finished", "paused_seconds",
+    "outage_seconds",
+)  # fmt: skip
+TIMELINE_COLUMNS = (
+    "run_id", "minute", *TIMELINE_COUNTERS, "pause_reasons", "pacer_rate", "limits",
+)  # fmt: skip
 
 LOAD_BATCH = 20_000
+BUSY_TIMEOUT = 30.0  # seconds another writer may hold the database before we give up
+_SECRET_OPTION = re.compile(r"key|secret|token|password", re.IGNORECASE)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
 
 
 def now_iso() -> str:
     """UTC timestamp as stored in the table: ISO 8601 with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def recovery_hint(path: Path) -> str:
+    """How to save the rows of a damaged database into a new file (no refetching)."""
+    fixed = path.with_name(f"{path.stem}-recovered{path.suffix or '.db'}")
+    source, target = shlex.quote(str(path)), shlex.quote(str(fixed))
+    return (
+        f"recover its rows with `sqlite3 {source} .recover | sqlite3 {target}` "
+        f"(or `.dump` where .recover is missing), then use --db {target}"
+    )
+
+
+def damaged_error(path: Path, detail: str) -> StorageError:
+    """A damaged job database: never 'not a job database', which would invite deleting it."""
+    return StorageError(
+        f"{path}: the job database is damaged ({detail}); batchmap changed nothing. "
+        + recovery_hint(path)
+    )
+
+
+def _storage_error(path: Path, error: sqlite3.Error) -> BatchmapError:
+    """One line naming the file, with the exit code that tells the trouble apart."""
+    detail = _one_line(error)
+    code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+    if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _disk_full(path)):
+        return StorageError(f"{path}: disk full ({detail}); free some space, then resume")
+    if code == sqlite3.SQLITE_READONLY:
+        return StorageError(
+            f"{path}: the job database is read-only ({detail}); make it and its directory "
+            "writable, or copy it somewhere writable and use --db"
+        )
+    if code == sqlite3.SQLITE_IOERR:
+        return StorageError(f"{path}: disk I/O error ({detail}); check the disk, then resume")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return damaged_error(path, detail)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return LockedError(
+            f"{path}: another process kept the job database locked for {BUSY_TIMEOUT:.0f} s "
+            f"({detail}); close it (a sqlite3 shell, datasette) and try again"
+        )
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return StorageError(f"{path}: cannot open the job database ({detail})")
+    return StorageError(f"{path}: job database error ({detail})")
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system holding `path` has no block left (an I/O error's likely cause)."""
+    try:
+        return os.statvfs(path.absolute().parent).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _guarded(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """Turn any SQLite error of a Store method into a one-line error naming the file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise _storage_error(self.path, error) from error
+
+    return wrapper
+
+
+def _guarded_iter(
+    method: Callable[Concatenate[Store, P], Iterator[T]],
+) -> Callable[Concatenate[Store, P], Iterator[T]]:
+    """`_guarded` for generators: errors surface while the caller iterates."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
+        try:
+            yield from method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            raise _storage_error(self.path, error) from error
+
+    return wrapper
+
+
+# -- recognising a file ----------------------------------------------------------------------
+
+
+class Kind(Enum):
+    """What a database file holds, judged before anything is written to it."""
+
+    NEW = "new"  # no file, an empty file, or an SQLite database without any table
+    V1 = "v1"  # the released schema
+    V2 = "v2"  # this schema, possibly without its header stamps (a `.dump` copy)
+    CURRENT = "current"  # V2 with its stamps: nothing to write
+    NEWER = "newer"  # a later batchmap's
+    FOREIGN = "foreign"  # anything else
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """The verdict on a file, and why."""
+
+    kind: Kind
+    detail: str = ""
+
+
+def classify(conn: sqlite3.Connection) -> Inspection:
+    """Judge an open database by its header stamps and its tables, reading only."""
+    user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' "
+            "ESCAPE '\\'"
+        )
+    }
+    if not tables:
+        foreign = app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION)
+        return (
+            Inspection(Kind.FOREIGN, "an SQLite database of another program")
+            if foreign
+            else (Inspection(Kind.NEW))
+        )
+    if "jobs" not in tables:
+        return Inspection(Kind.FOREIGN, _tables_detail(tables))
+    columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
+    meta_version = _meta_schema_version(conn) if "meta" in tables else None
+    claims_ours = (
+        app_id == APPLICATION_ID or user_version == SCHEMA_VERSION or meta_version is not None
+    )
+    newest = max(user_version if app_id == APPLICATION_ID else 0, meta_version or 0)
+    if claims_ours and newest > SCHEMA_VERSION:
+        return Inspection(Kind.NEWER, f"schema version {newest}")
+    if claims_ours and set(V2_COLUMNS) <= set(columns):
+        stamped = app_id == APPLICATION_ID and user_version == SCHEMA_VERSION
+        return Inspection(Kind.CURRENT if stamped else Kind.V2)
+    if (
+        app_id == 0
+        and user_version == 0
+        and meta_version is None
+        and columns == V1_COLUMNS
+        and tables <= {"jobs", "meta"}
+        and ("meta" not in tables or _columns(conn, "meta") == ("key", "value"))
+    ):
+        return Inspection(Kind.V1)
+    return Inspection(Kind.FOREIGN, _tables_detail(tables))
+
+
+def _tables_detail(tables: set[str]) -> str:
+    names = sorted(tables)
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"an SQLite database with tables {shown}"
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def _meta_schema_version(conn: sqlite3.Connection) -> int | None:
+    if _columns(conn, "meta") != ("key", "value"):
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        value = json.loads(row[0]) if row else None
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _read_only_uri(path: Path, *, immutable: bool) -> str:
+    uri = "file:" + quote(str(path.absolute())) + "?mode=ro"
+    return uri + "&immutable=1" if immutable else uri
+
+
+def _inspect(path: Path) -> Inspection:
+    """Judge a file without changing a byte of it or creating any file beside it.
+
+    `immutable=1` reads the main file only: no lock, no -wal/-shm (plain `mode=ro` creates
+    both beside a WAL database and leaves them behind). Only when that view shows no tables
+    while a write-ahead log exists (a job database killed before its first checkpoint) is the
+    log read too, through a read-only connection, which never checkpoints into the file.
+    """
+    try:
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory, not a job database")
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except FileNotFoundError:
+        return Inspection(Kind.NEW)
+    except OSError as error:
+        raise StorageError(f"{path}: cannot read the job database ({error.strerror})") from error
+    if not header:
+        return Inspection(Kind.NEW)
+    ours_by_header = len(header) >= 72 and int.from_bytes(header[68:72], "big") == APPLICATION_ID
+    if not header.startswith(_SQLITE_MAGIC):
+        if ours_by_header or Path(f"{path}.lock").exists():
+            # batchmap has run on this file (its lock file is beside it): damaged, not foreign.
+            raise damaged_error(path, "its header is not SQLite's")
+        raise InputError(
+            f"{path}: not a batchmap job database (not an SQLite file); batchmap left it "
+            "unchanged: give another --db"
+        )
+    inspection = _inspect_with(path, immutable=True)
+    wal = Path(f"{path}-wal")
+    if inspection.kind is Kind.NEW and wal.exists() and wal.stat().st_size > 0:
+        inspection = _inspect_with(path, immutable=False)
+    return inspection
+
+
+def _inspect_with(path: Path, *, immutable: bool) -> Inspection:
+    try:
+        conn = sqlite3.connect(_read_only_uri(path, immutable=immutable), uri=True)
+    except sqlite3.Error as error:
+        raise _storage_error(path, error) from error
+    try:
+        return classify(conn)
+    except sqlite3.Error as error:
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise damaged_error(path, _one_line(error)) from error
+        raise _storage_error(path, error) from error
+    finally:
+        conn.close()
+
+
+def _refusal(path: Path, inspection: Inspection) -> InputError:
+    if inspection.kind is Kind.NEWER:
+        return InputError(
+            f"{path}: made by a newer batchmap ({inspection.detail}); upgrade batchmap to use it"
+        )
+    return InputError(
+        f"{path}: not a batchmap job database ({inspection.detail}); batchmap left it "
+        "unchanged: give another --db"
+    )
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    """Every number saved is finite: NaN and infinities are saved as unknown."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _record_values(record: Record, stamp: str) -> tuple[Any, ...]:
@@ -72,32 +401,161 @@ def _record_values(record: Record, stamp: str) -> tuple[Any, ...]:
     )
 
 
+def _public_options(options: dict[str, Any]) -> str:
+    # A run's options are saved for the history; anything that looks like a secret is not.
+    kept = {key: value for key, value in options.items() if not _SECRET_OPTION.search(key)}
+    return json.dumps(kept, default=str, sort_keys=True)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("batchmap")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_TIMELINE_UPSERT = (
+    f"INSERT INTO timeline ({', '.join(TIMELINE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))}) "
+    "ON CONFLICT (run_id, minute) DO UPDATE SET "
+    + ", ".join(f"{name} = {name} + excluded.{name}" for name in TIMELINE_COUNTERS)
+    + ", pause_reasons = excluded.pause_reasons"
+    ", pacer_rate = coalesce(excluded.pacer_rate, pacer_rate)"
+    ", limits = CASE WHEN excluded.limits = '[]' THEN limits ELSE excluded.limits END"
+)
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
 class Store:
-    """The job table of one database file."""
+    """The job table and run history of one database file; also a context manager."""
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
-        if not create and not path.exists():
-            raise InputError(f"{path}: no such job database (run `batchmap load` or `run` first)")
-        try:
-            self.db = sqlite_utils.Database(path)
-            self.conn: sqlite3.Connection = self.db.conn
-            self.conn.execute("PRAGMA busy_timeout = 30000")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            # In WAL mode a committed transaction survives a process crash under NORMAL;
-            # a power cut may lose the last commits, which only makes rows be fetched again.
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            with self.conn:
-                self.conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as error:
-            raise InputError(f"{path}: not a batchmap job database ({error})") from error
         self.path = path
+        inspection = _inspect(path)
+        if inspection.kind in (Kind.FOREIGN, Kind.NEWER):
+            raise _refusal(path, inspection)
+        if inspection.kind is Kind.NEW and not create:
+            raise InputError(f"{path}: no such job database (run `batchmap load` or `run` first)")
+        if inspection.kind is Kind.NEW and not path.absolute().parent.is_dir():
+            raise InputError(f"{path}: its directory does not exist")
+        try:
+            self.conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            self._prepare(create=create)
+        except sqlite3.Error as error:
+            self.close()
+            if not self._on_read_only_media(error):
+                raise _storage_error(path, error) from error
+            self._open_read_only()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, *, create: bool) -> None:
+        if classify(self.conn).kind is not Kind.CURRENT:
+            self._bring_forward(create=create)
+        if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        # In WAL mode a committed transaction survives a process crash under NORMAL;
+        # a power cut may lose the last commits, which only makes rows be fetched again.
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+
+    def _on_read_only_media(self, error: sqlite3.Error) -> bool:
+        """A WAL database in a directory nobody may write cannot get its -shm file."""
+        wal = Path(f"{self.path}-wal")
+        return (
+            getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_CANTOPEN
+            and not os.access(self.path.absolute().parent, os.W_OK)
+            and not (wal.exists() and wal.stat().st_size > 0)
+        )
+
+    def _open_read_only(self) -> None:
+        # Nothing can write there and no log is pending, so the main file is the whole truth:
+        # read it as immutable. Status and reports work; any write is a read-only error.
+        try:
+            self.conn = sqlite3.connect(
+                _read_only_uri(self.path, immutable=True), uri=True, isolation_level=None
+            )
+            current = classify(self.conn).kind is Kind.CURRENT
+        except sqlite3.Error as error:
+            self.close()
+            raise _storage_error(self.path, error) from error
+        if not current:
+            self.close()
+            raise StorageError(
+                f"{self.path}: the job database is read-only and made by an older batchmap; "
+                "copy it somewhere writable and use --db, so it can be brought forward"
+            )
+
+    def _bring_forward(self, *, create: bool) -> None:
+        """Create the schema, or bring a released (v1) database to v2, in one transaction.
+
+        Judged again inside the write lock: another process may have created the tables since,
+        and the view before the lock could not see an unfinished write-ahead log.
+        """
+        with self._write():
+            inspection = classify(self.conn)
+            if inspection.kind in (Kind.FOREIGN, Kind.NEWER):
+                raise _refusal(self.path, inspection)
+            if inspection.kind is Kind.CURRENT:
+                return
+            if inspection.kind is Kind.NEW and not create:
+                raise InputError(f"{self.path}: no such job database (run `batchmap load` first)")
+            for statement in _statements(SCHEMA_V1):
+                self.conn.execute(statement)
+            present = set(_columns(self.conn, "jobs"))
+            for name, sql_type in NEW_JOB_COLUMNS:
+                if name not in present:
+                    self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+            for statement in _statements(SCHEMA_V2_TABLES):
+                self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._put_meta("schema_version", SCHEMA_VERSION)
+
+    @contextmanager
+    def _write(self, *, immediate: bool = True) -> Iterator[None]:
+        """One transaction: committed whole or rolled back whole, also when COMMIT fails."""
+        self.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with suppress(sqlite3.Error):
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection (a second close does nothing)."""
+        with suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @_guarded
+    def check_integrity(self) -> None:
+        """Read every page once (`PRAGMA quick_check`); a damaged file is a StorageError.
+
+        Run before a run, so damage is found before any request rather than after a thousand.
+        """
+        (result,) = self.conn.execute("PRAGMA quick_check(1)").fetchone()
+        if result != "ok":
+            raise damaged_error(self.path, _one_line(Exception(result)))
 
     # -- loading ---------------------------------------------------------------------------
 
+    @_guarded
     def load_ids(self, identifiers: Iterable[str]) -> tuple[int, int]:
         """Insert new identifiers as `pending`; returns (seen, added).
 
@@ -106,14 +564,16 @@ class Store:
         stream goes first to a temporary table, then into `jobs` sorted by identifier: the
         unique index then grows by appending instead of by random inserts (2-3x faster at a
         million rows). New rows are therefore numbered, claimed and reported in identifier
-        order within each load. Memory stays flat: SQLite sorts on disk.
+        order within each load. Memory stays flat: SQLite sorts on disk. The write lock on the
+        job table is taken only for the final insert (a deferred transaction), so a run working
+        on the same database waits for a moment, not for the whole file.
         """
         seen = 0
         stream = iter(identifiers)
         self.conn.execute("PRAGMA threads = 2")  # lets SQLite's sorter merge on a second core
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging (identifier TEXT NOT NULL)")
         try:
-            with self.conn:
+            with self._write(immediate=False):
                 while batch := list(islice(stream, LOAD_BATCH)):
                     self._stage(batch)
                     seen += len(batch)
@@ -125,7 +585,8 @@ class Store:
                 )
                 added = self.conn.total_changes - staged
         finally:
-            self.conn.execute("DROP TABLE IF EXISTS temp.staging")
+            with suppress(sqlite3.Error):
+                self.conn.execute("DROP TABLE IF EXISTS temp.staging")
         return seen, added
 
     def _stage(self, batch: list[str]) -> None:
@@ -135,11 +596,15 @@ class Store:
                 "INSERT INTO staging (identifier) SELECT value FROM json_each(?)",
                 (json.dumps(batch),),
             )
-        except sqlite3.OperationalError:  # an SQLite built without JSON
+        except sqlite3.OperationalError as error:
+            if "json_each" not in str(error):
+                raise
+            # an SQLite built without JSON
             self.conn.executemany("INSERT INTO staging (identifier) VALUES (?)", zip(batch))
 
     # -- claiming and recording ------------------------------------------------------------
 
+    @_guarded
     def running(self) -> list[Job]:
         """Rows marked `running`: after a crash, those a killed process was working on."""
         rows = self.conn.execute(
@@ -147,61 +612,112 @@ class Store:
         ).fetchall()
         return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
 
+    @_guarded
     def recover(self) -> int:
         """Return every `running` row to `pending`; call once their files are dealt with."""
-        with self.conn:
+        with self._write():
             cursor = self.conn.execute(
                 "UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running'",
                 (now_iso(),),
             )
         return cursor.rowcount
 
-    def claim(self, limit: int) -> list[Job]:
-        """Mark up to `limit` pending rows `running`, in table order, and return them."""
-        with self.conn:
+    @_guarded
+    def claim(self, limit: int, *, asked_only: bool = False) -> list[Job]:
+        """Mark up to `limit` pending rows `running`, in table order, and return them.
+
+        `asked_only`: only rows the classifications endpoint was already asked about.
+        """
+        asked = " AND asked_at IS NOT NULL" if asked_only else ""
+        with self._write():
             rows = self.conn.execute(
                 "UPDATE jobs SET state = 'running', updated_at = ? WHERE rowid IN "
-                "(SELECT rowid FROM jobs WHERE state = 'pending' ORDER BY rowid LIMIT ?) "
+                "(SELECT rowid FROM jobs INDEXED BY jobs_state "
+                f"WHERE state = 'pending'{asked} ORDER BY rowid LIMIT ?) "
                 "RETURNING rowid, identifier, attempts",
                 (now_iso(), limit),
             ).fetchall()
         rows.sort()
         return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
 
+    @_guarded
     def release(self, jobs: Iterable[Job]) -> None:
         """Give claimed rows back as `pending` (a graceful stop, a 401/403)."""
-        with self.conn:
+        with self._write():
             self.conn.executemany(
                 "UPDATE jobs SET state = 'pending', updated_at = ? "
                 "WHERE rowid = ? AND state = 'running'",
                 ((now_iso(), job.rowid) for job in jobs),
             )
 
-    def record(self, records: Sequence[Record]) -> None:
-        """Write final outcomes, many in one transaction; `done` files must be durable already."""
+    @_guarded
+    def record(
+        self,
+        records: Sequence[Record],
+        *,
+        timeline: Sequence[MinuteStats] = (),
+        run_id: int | None = None,
+    ) -> None:
+        """Write final outcomes and the timeline's increments in one transaction.
+
+        `done` files must be durable already. Timeline rows are added to, never replaced, so
+        a crash loses the unflushed outcomes and their minutes together, and nothing else.
+        """
+        if timeline and run_id is None:
+            raise ValueError("timeline increments need the run_id of start_run")
         stamp = now_iso()
-        with self.conn:
+        with self._write():
             self.conn.executemany(
                 "UPDATE jobs SET state = ?, http_status = ?, attempts = ?, path = ?, bytes = ?, "
                 "sha256 = ?, error = ?, retryable = ?, updated_at = ?, finished_at = ? "
                 "WHERE rowid = ?",
                 (_record_values(record, stamp) for record in records),
             )
+            for stats in timeline:
+                assert run_id is not None
+                self._add_minute(run_id, stats)
 
+    def _add_minute(self, run_id: int, stats: MinuteStats) -> None:
+        reasons = {k: v for k, v in stats.pause_reasons.items() if _finite(v) is not None}
+        if reasons:  # merged here: {reason: seconds} adds up key by key
+            row = self.conn.execute(
+                "SELECT pause_reasons FROM timeline WHERE run_id = ? AND minute = ?",
+                (run_id, stats.minute),
+            ).fetchone()
+            for reason, seconds in json.loads(row[0]).items() if row else ():
+                reasons[reason] = reasons.get(reason, 0.0) + float(seconds)
+        counters = [getattr(stats, name) for name in TIMELINE_COUNTERS]
+        limits = [
+            [int(limit), window] for limit, window in stats.limits if _finite(window) is not None
+        ]
+        self.conn.execute(
+            _TIMELINE_UPSERT,
+            (
+                run_id,
+                stats.minute,
+                *(value if isinstance(value, int) else _finite(value) or 0.0 for value in counters),
+                json.dumps(reasons, sort_keys=True) if reasons else "{}",
+                _finite(stats.pacer_rate),
+                json.dumps(limits),
+            ),
+        )
+
+    @_guarded
     def record_attempt(
         self, job: Job, *, attempts: int, http_status: int | None, error: str | None
     ) -> None:
         """Note a transient failure on a row that stays `running` until its retry."""
-        with self.conn:
+        with self._write():
             self.conn.execute(
                 "UPDATE jobs SET attempts = ?, http_status = ?, error = ?, updated_at = ? "
                 "WHERE rowid = ?",
                 (attempts, http_status, error, now_iso(), job.rowid),
             )
 
+    @_guarded
     def retry_failed(self) -> int:
         """Put every `failed` row back to `pending` with a fresh attempt count."""
-        with self.conn:
+        with self._write():
             cursor = self.conn.execute(
                 "UPDATE jobs SET state = 'pending', attempts = 0, updated_at = ? "
                 "WHERE state = 'failed'",
@@ -209,13 +725,129 @@ class Store:
             )
         return cursor.rowcount
 
+    # -- the classifications prefilter -------------------------------------------------------
+
+    @_guarded
+    def unasked(self, limit: int) -> list[Job]:
+        """Up to `limit` pending rows never asked about, in rowid order; not claimed."""
+        rows = self.conn.execute(
+            "SELECT rowid, identifier, attempts FROM jobs INDEXED BY jobs_unasked "
+            "WHERE state = 'pending' AND asked_at IS NULL ORDER BY rowid LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+
+    @_guarded
+    def record_classifications(self, asked: Sequence[Job], found: Sequence[Classification]) -> int:
+        """Save what the classifications endpoint said; returns how many rows that finished.
+
+        Every asked row gets `asked_at`; a found row with `has_heatmap` false whose
+        classification is done (or has no status) and that is still pending ends `no_heatmap`.
+        A row still being classified is never finalised here: its heatmap request decides.
+        """
+        stamp = now_iso()
+        rowids = {job.identifier: job.rowid for job in asked}
+        latest = {item.identifier: item for item in found if item.identifier in rowids}
+        with self._write():
+            self.conn.executemany(
+                "UPDATE jobs SET asked_at = ?, updated_at = ? WHERE rowid = ?",
+                ((stamp, stamp, job.rowid) for job in asked),
+            )
+            self.conn.executemany(
+                "UPDATE jobs SET has_heatmap = ?, verdict = ?, confidence = ?, image_hash = ?, "
+                "image_name = ?, classification = ? WHERE rowid = ?",
+                (
+                    (
+                        None if item.has_heatmap is None else int(item.has_heatmap),
+                        item.verdict,
+                        _finite(item.confidence),
+                        item.image_hash,
+                        item.image_name,
+                        item.raw,
+                        rowids[identifier],
+                    )
+                    for identifier, item in latest.items()
+                ),
+            )
+            cursor = self.conn.executemany(
+                "UPDATE jobs SET state = 'no_heatmap', http_status = NULL, error = NULL, "
+                "retryable = NULL, path = NULL, bytes = NULL, sha256 = NULL, finished_at = ? "
+                "WHERE rowid = ? AND state = 'pending'",
+                (
+                    (stamp, rowids[identifier])
+                    for identifier, item in latest.items()
+                    if item.has_heatmap is False and item.status in (None, "done")
+                ),
+            )
+        return max(cursor.rowcount, 0)
+
+    @_guarded
+    def verdict_counts(self) -> dict[str, int]:
+        """Rows per verdict the classifications endpoint gave, most frequent first."""
+        return dict(
+            self.conn.execute(
+                "SELECT verdict, count(*) AS n FROM jobs WHERE verdict IS NOT NULL "
+                "GROUP BY verdict ORDER BY n DESC, verdict"
+            )
+        )
+
+    # -- runs and their timeline -------------------------------------------------------------
+
+    @_guarded
+    def start_run(self, options: dict[str, Any]) -> int:
+        """Open a row in `runs` (options saved as JSON, never a key); returns its run_id."""
+        with self._write():
+            cursor = self.conn.execute(
+                "INSERT INTO runs (started_at, version, pid, options) VALUES (?, ?, ?, ?)",
+                (now_iso(), _version(), os.getpid(), _public_options(options)),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    @_guarded
+    def end_run(self, run_id: int, *, exit_code: int) -> None:
+        """Close a run's row with its exit code; a run killed before this keeps ended_at NULL."""
+        with self._write():
+            self.conn.execute(
+                "UPDATE runs SET ended_at = ?, exit_code = ? WHERE run_id = ?",
+                (now_iso(), exit_code, run_id),
+            )
+
+    @_guarded
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, newest last, its options decoded."""
+        found = []
+        for row in self.conn.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY run_id"):
+            run = dict(zip(RUN_COLUMNS, row, strict=True))
+            run["options"] = json.loads(run["options"]) if run["options"] else {}
+            found.append(run)
+        return found
+
+    @_guarded
+    def timeline(self, *, since: str | None = None) -> list[dict[str, Any]]:
+        """One dict per (run_id, minute), in order; `since` keeps minutes at or after it."""
+        sql = f"SELECT {', '.join(TIMELINE_COLUMNS)} FROM timeline"
+        params: tuple[str, ...] = ()
+        if since is not None:
+            sql += " WHERE minute >= ?"
+            params = (since,)
+        found = []
+        for row in self.conn.execute(sql + " ORDER BY run_id, minute", params):
+            minute = dict(zip(TIMELINE_COLUMNS, row, strict=True))
+            minute["pause_reasons"] = json.loads(minute["pause_reasons"])
+            minute["limits"] = json.loads(minute["limits"])
+            found.append(minute)
+        return found
+
     # -- reading ---------------------------------------------------------------------------
 
+    @_guarded
     def counts(self) -> dict[JobState, int]:
         """Rows per state, every state present."""
         found = dict(self.conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
         return {state: found.get(state.value, 0) for state in JobState}
 
+    @_guarded
     def activity(self) -> tuple[list[tuple[int | None, int]], str | None]:
         """Rows per last HTTP status, most frequent first, and when any row last changed.
 
@@ -228,6 +860,7 @@ class Store:
         last = max((stamp for _, _, stamp in groups if stamp is not None), default=None)
         return counts, last
 
+    @_guarded
     def top_errors(self, limit: int = 5) -> list[tuple[str, int]]:
         """The most frequent errors of `failed` rows, with counts."""
         return list(
@@ -238,6 +871,7 @@ class Store:
             )
         )
 
+    @_guarded_iter
     def rows(self, *, state: JobState | None = None) -> Iterator[dict[str, Any]]:
         """Every row in load order, streamed, optionally of one state."""
         sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM jobs"
@@ -249,18 +883,77 @@ class Store:
         for row in cursor:
             yield dict(zip(REPORT_COLUMNS, row, strict=True))
 
+    # -- files (for verify) ------------------------------------------------------------------
+
+    @_guarded_iter
+    def done_files(self) -> Iterator[tuple[int, str, str, int, str]]:
+        """(rowid, identifier, path, bytes, sha256) of every `done` row, streamed."""
+        yield from self.conn.execute(
+            "SELECT rowid, identifier, path, bytes, sha256 FROM jobs "
+            "WHERE state = 'done' ORDER BY rowid"
+        )
+
+    @_guarded_iter
+    def untracked_paths(self, paths: Iterable[str]) -> Iterator[str]:
+        """The given paths that no `done` row records, sorted, streamed.
+
+        The paths go through a temporary table, so a million of them cost disk, not memory.
+        """
+        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen_files (path TEXT PRIMARY KEY)")
+        try:
+            stream = iter(paths)
+            with self._write(immediate=False):  # writes only the temporary table
+                while batch := list(islice(stream, LOAD_BATCH)):
+                    self.conn.executemany(
+                        "INSERT OR IGNORE INTO temp.seen_files (path) VALUES (?)", zip(batch)
+                    )
+            yield from (
+                path
+                for (path,) in self.conn.execute(
+                    "SELECT path FROM temp.seen_files EXCEPT "
+                    "SELECT path FROM jobs WHERE state = 'done' ORDER BY 1"
+                )
+            )
+        finally:
+            with suppress(sqlite3.Error):
+                self.conn.execute("DROP TABLE IF EXISTS temp.seen_files")
+
+    @_guarded
+    def return_to_pending(self, rowids: Iterable[int]) -> int:
+        """Send `done` rows whose files are missing or changed back to `pending` to refetch."""
+        with self._write():
+            cursor = self.conn.executemany(
+                "UPDATE jobs SET state = 'pending', attempts = 0, http_status = NULL, "
+                "path = NULL, bytes = NULL, sha256 = NULL, error = NULL, retryable = NULL, "
+                "finished_at = NULL, updated_at = ? WHERE rowid = ? AND state = 'done'",
+                ((now_iso(), rowid) for rowid in rowids),
+            )
+        return max(cursor.rowcount, 0)
+
     # -- small settings ---------------------------------------------------------------------
 
+    @_guarded
     def get_meta(self, key: str) -> Any:
         """A JSON value saved with `set_meta`, or None."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    @_guarded
     def set_meta(self, key: str, value: Any) -> None:
         """Save a small JSON value (pacer state, output directory)."""
-        with self.conn:
-            self.conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
-            )
+        with self._write():
+            self._put_meta(key, value)
+
+    def _put_meta(self, key: str, value: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+
+def _statements(script: str) -> Iterator[str]:
+    # executescript would COMMIT first; these run one by one inside our own transaction.
+    for statement in re.sub(r"--[^\n]*", "", script).split(";"):
+        if statement.strip():
+            yield statement

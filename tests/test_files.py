@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import pytest
 from hypothesis import given
@@ -15,6 +15,7 @@ from batchmap.files import (
     Layout,
     file_name,
     heatmap_path,
+    looks_like_heatmap,
     publish,
     remove_partials,
     stage,
@@ -74,3 +75,32 @@ def test_remove_partials_cleans_what_a_crash_left(tmp_path: Path) -> None:
     assert remove_partials(tmp_path) == 1
     assert not (tmp_path / PARTIAL_DIR).exists()
     assert remove_partials(tmp_path) == 0
+
+
+@given(identifiers, st.sampled_from(list(Layout)))
+def test_every_heatmap_path_looks_like_a_heatmap_of_its_layout(
+    identifier: str, layout: Layout
+) -> None:
+    out = Path("/data/out")
+    relative = heatmap_path(out, identifier, layout=layout).relative_to(out)
+    assert looks_like_heatmap(relative, layout=layout)
+    other = Layout.FLAT if layout is Layout.SHARDED else Layout.SHARDED
+    assert not looks_like_heatmap(relative, layout=other)
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "README.txt",
+        "notes.png",
+        "00/abc.png",  # our name, but not the shard sha256("abc") gives
+        "ff/abc~" + "0" * 32 + ".png",  # hashed name whose digest disagrees with its shard
+        "ba/x/abc.png",
+        ".partial/abc.png.123",
+        "ba/ABC.png",
+        "ba/.hidden~" + "b" * 32 + ".png",
+        "jobs.db",
+    ],
+)
+def test_files_of_other_shapes_are_not_heatmaps(relative: str) -> None:
+    assert not looks_like_heatmap(PurePath(relative), layout=Layout.SHARDED)
