@@ -353,16 +353,16 @@ class Aimd:
         return {"rate": self.rate, "good_rate": self.level}
 
     def restore(self, state: Mapping[str, Any], *, lift: bool = False) -> None:
-        """Start from a saved level; with `lift` (a user ceiling above it) climb fast from it."""
+        """Start from a saved level, probed gently; with `lift` (the user named a ceiling) the
+        level is only remembered and the pace starts at that ceiling until a 429 says more."""
         level = finite(state.get("good_rate"), low=MIN_RATE, high=MAX_LIMIT)
         rate = finite(state.get("rate"), low=MIN_RATE, high=MAX_LIMIT)
+        if lift:
+            self.level = level
+            return
         if level is None:
-            if rate is not None and lift:
-                self.rate, self._climbing = rate, True
-            elif rate is not None:
-                self.rate = rate
+            self.rate = rate
             return
         self.level = level
         self.rate = RECOVER_TO * level  # a saved rate may be mid-cut: start at the level
-        self._climbing = lift
         self._hold = HOLD_FIRST
