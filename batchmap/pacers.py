@@ -205,7 +205,7 @@ class FixedWindows:
         if abs(wait - whole) < EPS and whole >= 1:
             # end = floor(sent) + wait and floor(sent) - floor(start) is floor(elapsed) or one
             # more, so W = end - floor(start) is wait + floor(elapsed) or wait + that + 1.
-            _at_least(window, whole + math.floor(elapsed - EPS))
+            _at_least(window, whole + max(0, math.floor(elapsed - EPS)))
             if exact:
                 _shorter_than(window, whole + math.floor(elapsed + EPS) + 2.0)
         else:
