@@ -57,8 +57,8 @@ def _rate_headers(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
 
 def _wait(headers: Mapping[str, str]) -> float | None:
     """Retry-After in seconds, finite, at most MAX_PAUSE; None when absent or unusable."""
-    seconds = retry_after(headers)
-    return None if seconds is None else finite(min(seconds, MAX_PAUSE))
+    seconds = finite(retry_after(headers))  # policy's own checks, and ours: inf is absent
+    return None if seconds is None else min(seconds, MAX_PAUSE)
 
 
 class Pacer:
@@ -215,7 +215,9 @@ class Pacer:
         paused_until = 0.0
         if self.paused_until > now:
             paused_until = round(self.wall() - now + self.paused_until, 3)
+        rate = self.rate
         return {
+            "rate": rate,  # shown by `status`; not read back (the strategies keep their own)
             **self.aimd.state(),
             "paused_until": paused_until,
             "pause_reason": self.pause_reason if paused_until else "",

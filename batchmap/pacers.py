@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; nor any rate
+MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
 SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
 EPS = 0.01  # seconds of timing noise allowed for when a bound is rounded to whole seconds
 HISTORY = 4096  # send times kept, to bound when a window began that was not seen beginning
@@ -228,10 +230,6 @@ class FixedWindows:
             self.windows[int(limit)] = _Window(int(limit), low=low, soft=True)
 
 
-MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored
-MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
-
-
 def _at_least(window: _Window, length: int) -> None:
     if length > window.low:
         window.low = min(length, int(MAX_WINDOW))
@@ -345,24 +343,19 @@ class Aimd:
             self._hold -= 1
         else:
             self._probes += 1
-            self.rate *= 1.0 + PROBE * max(1.0, self._probes / PROBE_SPEEDUP)
-        if ceiling is not None:
-            self.rate = min(self.rate, ceiling)
+            self.rate *= 1.0 + min(1.0, PROBE * max(1.0, self._probes / PROBE_SPEEDUP))
+        self.rate = min(self.rate, ceiling if ceiling is not None else MAX_LIMIT)
 
     def state(self) -> dict[str, Any]:
-        return {"rate": self.rate, "good_rate": self.level}
+        return {"good_rate": self.level, "confirmed": self.confirmed}
 
     def restore(self, state: Mapping[str, Any], *, lift: bool = False) -> None:
-        """Start from a saved level, probed gently; with `lift` (the user named a ceiling) the
-        level is only remembered and the pace starts at that ceiling until a 429 says more."""
-        level = finite(state.get("good_rate"), low=MIN_RATE, high=MAX_LIMIT)
-        rate = finite(state.get("rate"), low=MIN_RATE, high=MAX_LIMIT)
-        if lift:
-            self.level = level
+        """Start just under a saved level, probed only after a hold; with `lift` (the user
+        named a ceiling) the level is only remembered, and the pace starts at that ceiling."""
+        self.level = finite(state.get("good_rate"), low=MIN_RATE, high=MAX_LIMIT)
+        confirmed = finite(state.get("confirmed"), low=0, high=10)
+        self.confirmed = int(confirmed or 0)
+        if self.level is None or lift:
             return
-        if level is None:
-            self.rate = rate
-            return
-        self.level = level
-        self.rate = RECOVER_TO * level  # a saved rate may be mid-cut: start at the level
-        self._hold = HOLD_FIRST
+        self.rate = RECOVER_TO * self.level  # the rate it was sending at may have been mid-cut
+        self._hold = HOLD_FIRST * 4**self.confirmed

@@ -236,3 +236,21 @@ def test_a_held_level_is_probed_only_after_the_hold() -> None:
     assert strategy.rate == pytest.approx(0.97 * 20.0)
     strategy.learn(ok(100.0))
     assert strategy.rate is not None and strategy.rate > 0.97 * 20.0
+
+
+def test_probing_never_grows_the_rate_past_a_finite_bound() -> None:
+    strategy = aimd(rate=1e5, level=10.0)
+    strategy._probes = 10**9
+    for i in range(100):
+        strategy.learn(ok(float(i)))
+    assert strategy.rate is not None and strategy.rate <= 1e6
+
+
+def test_a_restored_level_keeps_how_often_it_was_confirmed() -> None:
+    strategy = Aimd()
+    strategy.restore({"good_rate": 20.0, "confirmed": 3})
+    assert strategy.rate == pytest.approx(0.97 * 20.0)
+    assert strategy.confirmed == 3 and strategy._hold == HOLD_FIRST * 4**3
+    lifted = Aimd()
+    lifted.restore({"good_rate": 0.05, "rate": 0.045}, lift=True)
+    assert lifted.rate is None and lifted.level == 0.05

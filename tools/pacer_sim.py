@@ -32,13 +32,13 @@ from tests.limiters import (
 CASES: list[tuple[str, float, Callable[[FakeClock], Limiter]]] = [
     ("laravel 2/1s + 60/60s, whole seconds", 1.0, lambda c: Laravel(((2, 1), (60, 60)))),
     (
-        "laravel 2/1s + 60/60s, min-remaining headers",
+        "laravel 2/1s + 60/60s, fewest-left headers",
         1.0,
         lambda c: Laravel(((2, 1), (60, 60)), headers="min"),
     ),
     ("laravel 20/1s + 300/30s, whole seconds", 10.0, lambda c: Laravel(((20, 1), (300, 30)))),
     (
-        "laravel 20/1s + 300/30s, min-remaining headers",
+        "laravel 20/1s + 300/30s, fewest-left headers",
         10.0,
         lambda c: Laravel(((20, 1), (300, 30)), headers="min"),
     ),
