@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from batchmap.pacer import Pacer
 
 
 class FakeClock:
@@ -74,3 +77,153 @@ class LeakyBucket:
             return 429, {}
         self.level += 1
         return 200, {}
+
+
+@dataclass
+class Laravel:
+    """Laravel's ThrottleRequests with a cache of whole-second TTLs (Laravel 8, file cache).
+
+    Limits are hit in order: a request refused by a later limit was already counted on the
+    earlier ones. A window opens at its first hit and ends at `floor(first hit) + window`
+    (RateLimiter::hit stores `availableAt = time() + decay`, time() an integer), so it is
+    shorter than it says; Retry-After is `end - time()` and X-RateLimit-Reset is `end`.
+    A 429 carries the tripped limit's headers. On a success `headers="last"` gives the last
+    limit's Limit/Remaining (each limit overwrites the previous); `"min"` gives the limit with
+    the fewest left, first on ties, as ThrottleRequests::getHeaders does since Laravel 8.x.
+    The server's clock is the caller's plus `offset`, so its seconds fall anywhere.
+    """
+
+    limits: tuple[tuple[int, int], ...]
+    headers: str = "last"
+    offset: float = 0.37
+    ends: dict[int, int] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        second = math.floor(now + self.offset)
+        for index, (limit, window) in enumerate(self.limits):
+            end = self.ends.get(index)
+            if end is not None and second >= end:  # the cache entry expired
+                del self.ends[index]
+                self.counts[index] = 0
+            if index in self.ends and self.counts[index] >= limit:
+                wait = self.ends[index] - second
+                return 429, {
+                    "retry-after": str(wait),
+                    "x-ratelimit-reset": str(self.ends[index]),
+                    "x-ratelimit-limit": str(limit),
+                    "x-ratelimit-remaining": "0",
+                }
+            if index not in self.ends:
+                self.ends[index], self.counts[index] = second + window, 0
+            self.counts[index] += 1
+        shown: tuple[int, int] | None = None
+        for index, (limit, _) in enumerate(self.limits):
+            left = limit - self.counts[index]
+            if shown is None or self.headers == "last" or left < shown[1]:
+                shown = (limit, left)
+        if shown is None:
+            return 200, {}
+        return 200, {"x-ratelimit-limit": str(shown[0]), "x-ratelimit-remaining": str(shown[1])}
+
+
+@dataclass
+class NginxLimitReq:
+    """nginx's limit_req (ngx_http_limit_req_lookup): a leaky bucket kept in milliseconds.
+
+    `excess = excess - rate * ms / 1000 + 1000`, refused when above `burst * 1000`; no rate
+    headers. nginx answers 503 by default (`limit_req_status` makes it 429); `retry_after`
+    is the Retry-After an `add_header ... always` gives every refusal, if any.
+    """
+
+    rate: float
+    burst: int = 0
+    status: int = 429
+    retry_after: str | None = "1"
+    excess: int = 0
+    last: int | None = None
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        ms = int(now * 1000)
+        if self.last is None:
+            self.last = ms
+            return 200, {}
+        elapsed = max(0, ms - self.last)
+        excess = max(0, self.excess - int(self.rate * 1000) * elapsed // 1000 + 1000)
+        if excess > self.burst * 1000:
+            return self.status, {} if self.retry_after is None else {
+                "retry-after": self.retry_after
+            }
+        self.excess = excess
+        if elapsed:
+            self.last = ms
+        return 200, {}
+
+
+@dataclass
+class Storm:
+    """A proxy or WAF in front of `inner`: every request in [start, start + seconds) gets a
+    429 with `Retry-After` and no rate headers."""
+
+    inner: Limiter
+    start: float
+    seconds: float
+    retry_after: str = "3"
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        if self.start <= now < self.start + self.seconds:
+            return 429, {"retry-after": self.retry_after}
+        return self.inner.answer(now)
+
+
+class Limiter(Protocol):
+    """Anything that answers a request sent at `now` with (status, headers)."""
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]: ...
+
+
+Log = list[tuple[float, int]]
+
+
+def simulate(
+    pacer: Pacer, clock: FakeClock, server: Limiter, *, seconds: float, latency: float = 0.001
+) -> Log:
+    """One worker: (start time, status) of every request in `seconds` of virtual time."""
+    log: Log = []
+
+    async def loop() -> None:
+        end = clock() + seconds
+        while clock() < end:
+            sent = await pacer.wait_turn()
+            status, headers = server.answer(sent)
+            clock.now += latency
+            pacer.on_answer(status, headers, sent_at=sent)
+            log.append((sent, status))
+
+    asyncio.run(loop())
+    return log
+
+
+@dataclass(frozen=True)
+class Figures:
+    """How well a run used a limiter that allows `allowed` requests per second."""
+
+    steady: float  # answers (not 429/503) per second over the steady part, / allowed
+    whole: float  # the same over the whole run
+    refused: float  # share of requests answered 429 or 503
+    per_id: float  # requests per resolved identifier (one not refused)
+
+
+def figures(log: Log, *, allowed: float, steady_after: float) -> Figures:
+    """Figures of a run; its steady part starts `steady_after` seconds in."""
+    first, last = log[0][0], log[-1][0]
+    tail = [status for sent, status in log if sent >= first + steady_after]
+    statuses = [status for _, status in log]
+    answered = sum(1 for s in statuses if s not in (429, 503))
+    steady_answered = sum(1 for s in tail if s not in (429, 503))
+    return Figures(
+        steady=steady_answered / (last - first - steady_after) / allowed,
+        whole=answered / (last - first) / allowed,
+        refused=(len(statuses) - answered) / len(statuses),
+        per_id=len(statuses) / max(1, answered),
+    )

@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import math
+import time
 
 import pytest
 
-from batchmap.pacer import PAUSE_FLOOR, Pacer
-from tests.limiters import FakeClock, FixedWindows, LeakyBucket
-
-
-def simulate(
-    pacer: Pacer, clock: FakeClock, server: FixedWindows | LeakyBucket, *, seconds: float
-) -> list[tuple[float, int]]:
-    """One worker, zero latency: (start time, status) of every request in `seconds`."""
-    log: list[tuple[float, int]] = []
-
-    async def loop() -> None:
-        end = clock() + seconds
-        while clock() < end:
-            sent = await pacer.wait_turn()
-            status, headers = server.answer(sent)
-            clock.now += 0.001  # the answer arrives a millisecond later
-            pacer.on_answer(status, headers, sent_at=sent)
-            log.append((sent, status))
-
-    asyncio.run(loop())
-    return log
+from batchmap.pacer import MAX_PAUSE, PAUSE_FLOOR, Pacer
+from tests.limiters import (
+    FakeClock,
+    FixedWindows,
+    Laravel,
+    LeakyBucket,
+    Limiter,
+    NginxLimitReq,
+    Storm,
+    figures,
+    simulate,
+)
 
 
 def steady(log: list[tuple[float, int]], *, after: float) -> tuple[float, float]:
@@ -39,7 +33,7 @@ def steady(log: list[tuple[float, int]], *, after: float) -> tuple[float, float]
 
 
 def make(clock: FakeClock, *, max_rate: float | None = None) -> Pacer:
-    return Pacer(max_rate=max_rate, clock=clock, sleep=clock.sleep)
+    return Pacer(max_rate=max_rate, clock=clock, sleep=clock.sleep, wall=clock)
 
 
 def test_identifai_limits_are_learned_and_then_never_exceeded() -> None:
@@ -140,24 +134,6 @@ def test_user_ceiling_wins_over_a_restored_rate() -> None:
     assert pacer.rate == 0.5
 
 
-def test_the_rate_rises_when_a_window_estimate_tightens() -> None:
-    clock = FakeClock()
-    pacer = make(clock)
-    # The first estimate comes from a 429's whole-second Retry-After: too long.
-    pacer.on_answer(200, {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59"}, sent_at=0.0)
-    clock.now = 3.2
-    pacer.on_answer(429, {"retry-after": "4", "x-ratelimit-limit": "60"}, sent_at=3.2)
-    first = pacer.rate
-    assert first is not None and first < 60 / 7.0
-    # Two first hits 6.05 s apart prove the window is at most 6.05 s.
-    for start in (7.2, 13.25):
-        pacer.on_answer(
-            200, {"x-ratelimit-limit": "60", "x-ratelimit-remaining": "59"}, sent_at=start
-        )
-    assert pacer.windows[60] == pytest.approx(6.05)
-    assert pacer.rate == pytest.approx(0.995 * 60 / 6.05)
-
-
 def test_a_restored_aimd_rate_is_probed_gently_not_slow_started() -> None:
     clock = FakeClock()
     pacer = make(clock)
@@ -180,4 +156,241 @@ def test_a_429_after_a_quiet_spell_does_not_collapse_the_rate() -> None:
     pacer.restore({"rate": 10.0, "good_rate": 10.0, "windows": {}})
     clock.now += 3600  # nothing accepted lately: no evidence of a lower limit
     pacer.on_answer(429, {}, sent_at=clock())
+    assert pacer.rate is not None and pacer.rate >= 0.85 * 10.0
+    assert pacer.aimd.level == 10.0
+
+
+# -- whole-second Laravel windows (issue 9, finding 10) -------------------------------------
+
+LARAVEL_CASES = [
+    pytest.param(((2, 1), (60, 60)), 1.0, "last", id="identifai-2/s+60/min"),
+    pytest.param(((2, 1), (60, 60)), 1.0, "min", id="identifai-fewest-left-headers"),
+    pytest.param(((20, 1), (300, 30)), 10.0, "last", id="20/s+300/30s"),
+    pytest.param(((20, 1), (300, 30)), 10.0, "min", id="20/s+300/30s-fewest-left-headers"),
+]
+
+
+@pytest.mark.parametrize(("limits", "allowed", "headers"), LARAVEL_CASES)
+@pytest.mark.parametrize("offset", [0.02, 0.37, 0.98])
+def test_whole_second_laravel_windows_run_at_the_slow_limit_with_few_429s(
+    limits: tuple[tuple[int, int], ...], allowed: float, headers: str, offset: float
+) -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    server = Laravel(limits, headers=headers, offset=offset)
+    log = simulate(pacer, clock, server, seconds=600)
+    result = figures(log, allowed=allowed, steady_after=120)
+    assert result.steady >= 0.98
+    assert result.whole >= 0.95
+    assert result.refused <= 0.01
+
+
+def test_the_laravel_simulator_counts_a_refusal_on_the_limits_before_the_one_that_tripped() -> None:
+    server = Laravel(((5, 1), (2, 60)), offset=0.0)
+    statuses = [server.answer(1000.1 + i * 0.01)[0] for i in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    assert server.counts == {0: 4, 1: 2}  # ThrottleRequests hits limit 1 before asking limit 2
+    assert server.answer(1000.2)[0] == 429  # the 5/s window is used up by the refusals too
+    status, headers = server.answer(1001.0)
+    assert status == 429 and headers["retry-after"] == "59" and headers["x-ratelimit-limit"] == "2"
+
+
+# -- limiters without rate headers ------------------------------------------------------------
+
+
+def test_nginx_limit_req_with_whole_second_retry_after_runs_near_its_limit() -> None:
+    """Finding 9: a probe's 429 pauses the pool a whole second, so probes must be rare."""
+    clock = FakeClock()
+    pacer = make(clock)
+    log = simulate(pacer, clock, NginxLimitReq(rate=20.0, retry_after="1"), seconds=600)
+    result = figures(log, allowed=20.0, steady_after=300)
+    assert result.steady >= 0.95
+    assert result.per_id <= 1.02
+
+
+def test_nginx_default_503_is_paced_like_a_headerless_429() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    server = NginxLimitReq(rate=20.0, status=503, retry_after=None)
+    log = simulate(pacer, clock, server, seconds=600)
+    result = figures(log, allowed=20.0, steady_after=300)
+    assert result.steady >= 0.95
+    assert result.per_id <= 1.02
+
+
+def test_a_429_storm_without_rate_headers_neither_collapses_the_pace_nor_saves_it_slow() -> None:
+    """Finding 1: 10 s of 429s (Retry-After 3, no rate headers) from ~15/s."""
+    clock = FakeClock()
+    pacer = make(clock)
+    limiter = NginxLimitReq(rate=15.0, burst=5)
+    simulate(pacer, clock, limiter, seconds=120)
+    storm = Storm(limiter, start=clock(), seconds=10.0, retry_after="3")
+    simulate(pacer, clock, storm, seconds=10)
+    assert pacer.rate is not None and pacer.rate >= 0.5 * 15.0
+    saved = pacer.state()
+    after = simulate(pacer, clock, limiter, seconds=30)
+    assert figures(after, allowed=15.0, steady_after=5).steady >= 0.9
+
+    resumed = make(clock)
+    resumed.restore(saved)
+    again = simulate(resumed, clock, limiter, seconds=30)
+    assert figures(again, allowed=15.0, steady_after=5).steady >= 0.9
+
+
+def test_max_rate_lifts_a_restored_rate_that_an_old_version_collapsed() -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=2.0)
+    pacer.restore({"rate": 0.045, "good_rate": 0.05, "windows": {}})
+    log = simulate(pacer, clock, FixedWindows(()), seconds=60)
+    late = [sent for sent, _ in log if sent >= log[0][0] + 30]
+    assert len(late) >= 0.95 * 2.0 * 30
+
+
+def test_a_429_on_the_very_first_request_recovers_to_the_limit_within_seconds() -> None:
+    """Finding 11: no crawl back from 0.05/s at 2% per success."""
+    clock = FakeClock()
+    pacer = make(clock)
+    server = Storm(NginxLimitReq(rate=20.0, retry_after="1"), start=clock(), seconds=0.001)
+    log = simulate(pacer, clock, server, seconds=30)
+    assert log[0][1] == 429
+    window = [status for sent, status in log if 10.0 <= sent - log[0][0] < 30.0]
+    assert window.count(200) >= 0.85 * 20.0 * 20
+
+
+@pytest.mark.parametrize(("status", "retry_after", "least"), [(503, "5", 5.0), (503, None, 0.05)])
+def test_a_503_pauses_the_pool_and_cuts_the_rate_once(
+    status: int, retry_after: str | None, least: float
+) -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=10.0)
+    headers = {} if retry_after is None else {"retry-after": retry_after}
+    sent = clock()
+    pacer.on_answer(status, headers, sent_at=sent)
+    pacer.on_answer(status, headers, sent_at=sent)  # same round: no second cut
     assert pacer.rate == pytest.approx(9.0)
+    started = clock()
+    asyncio.run(pacer.wait_turn())
+    assert clock() - started >= least
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_other_5xx_teach_the_pacer_nothing(status: int) -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=10.0)
+    pacer.on_answer(status, {"retry-after": "30"}, sent_at=clock())
+    assert pacer.rate == 10.0 and pacer.paused_until == 0.0
+
+
+# -- untrusted headers and saved state (findings 5 and 6) ------------------------------------
+
+
+class Refuses:
+    """Every other request: 429 carrying a rate header a server should never send."""
+
+    def __init__(self, limit: str) -> None:
+        self.limit, self.count = limit, 0
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        self.count += 1
+        if self.count % 2:
+            return 200, {"x-ratelimit-limit": self.limit, "x-ratelimit-remaining": self.limit}
+        return 429, {"retry-after": "0", "x-ratelimit-limit": self.limit}
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "1.5", "abc", "", "10000001", "1_000"])
+def test_absurd_rate_headers_are_ignored_and_max_rate_stays_a_ceiling(limit: str) -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=2.0)
+    server: Limiter = Refuses(limit)
+    log = simulate(pacer, clock, server, seconds=30)
+    starts = [sent for sent, _ in log]
+    assert all(b - a >= 0.5 - 1e-9 for a, b in itertools.pairwise(starts))
+    assert not pacer.windows.windows
+
+
+def test_the_default_clock_is_monotonic() -> None:
+    assert Pacer().clock is time.monotonic
+
+
+def test_a_saved_pause_is_wall_clock_time_and_comes_back_on_another_monotonic_clock() -> None:
+    clock = FakeClock(start=500.0)
+    pacer = Pacer(clock=clock, sleep=clock.sleep, wall=lambda: 1_700_000_000.0)
+    pacer.on_answer(429, {"retry-after": "40"}, sent_at=clock())
+    state = pacer.state()
+    assert state["paused_until"] == pytest.approx(1_700_000_040.0)
+
+    later = FakeClock(start=7.0)  # a new process: another monotonic origin, 10 s later
+    resumed = Pacer(clock=later, sleep=later.sleep, wall=lambda: 1_700_000_010.0)
+    resumed.restore(state)
+    assert resumed.paused_until == pytest.approx(7.0 + 30.0)
+
+
+@pytest.mark.parametrize("until", [math.inf, math.nan, "soon", None, -1.0, [1]])
+def test_a_restored_pause_that_is_not_a_finite_time_is_ignored(until: object) -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    pacer.restore({"paused_until": until, "rate": math.nan, "windows": {"60": math.inf}})
+    assert pacer.paused_until == 0.0
+    assert pacer.rate is None and not pacer.windows.windows
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e400", "99999999", "nan", "-3"])
+def test_no_single_signal_pauses_longer_than_an_hour(retry_after: str) -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    pacer.on_answer(429, {"retry-after": retry_after}, sent_at=clock())
+    pacer.restore({"paused_until": clock() + 10 * 3600.0})
+    assert 0.0 < pacer.paused_until - clock() <= MAX_PAUSE
+    json.dumps(pacer.state(), allow_nan=False)
+
+
+def test_every_number_saved_is_finite() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    simulate(pacer, clock, Laravel(((2, 1), (60, 60))), seconds=120)
+    pacer.on_answer(429, {"retry-after": "inf"}, sent_at=clock())
+    json.dumps(pacer.state(), allow_nan=False)
+
+
+# -- the gate: probes after an outage pause (for the runner) ---------------------------------
+
+
+def test_a_probe_pause_lets_exactly_one_request_go_until_it_is_answered() -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=100.0)
+    starts: list[float] = []
+
+    async def worker() -> None:
+        starts.append(await pacer.wait_turn())
+
+    async def scenario() -> None:
+        pacer.pause(clock() + 30.0, "API unreachable", probe=True)
+        workers = [asyncio.create_task(worker()) for _ in range(4)]
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(starts) == 1 and starts[0] >= paused_at + 30.0
+        clock.now += 5.0  # the probe takes its time to answer
+        pacer.on_answer(200, {}, sent_at=starts[0])
+        await asyncio.gather(*workers)
+
+    paused_at = clock()
+    asyncio.run(scenario())
+    assert len(starts) == 4 and all(start >= paused_at + 35.0 for start in starts[1:])
+
+
+def test_a_probe_that_gets_no_answer_still_releases_the_others() -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=100.0)
+
+    async def scenario() -> int:
+        pacer.pause(clock() + 1.0, "API unreachable", probe=True)
+        await pacer.wait_turn()
+        others = asyncio.create_task(pacer.wait_turn())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        waiting = not others.done()
+        pacer.on_no_answer()
+        await others
+        return int(waiting)
+
+    assert asyncio.run(scenario()) == 1

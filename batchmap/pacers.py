@@ -1,0 +1,361 @@
+"""Pacing strategies: what one answer teaches about the server's limit (rclone's `pacers.go`).
+
+A strategy sees each answer as an `Answer` and keeps an opinion on the highest safe rate
+(`rate`, requests per second, None for none yet); it may also ask the gate (pacer.py) to hold
+the pool until some time (`Advice`). Strategies do no I/O and read no clock: times come in
+the `Answer`, so each decision can be tested with a table.
+
+- `FixedWindows` learns Laravel's fixed windows from `X-RateLimit-*` and `Retry-After`.
+- `Aimd` finds a limiter that sends no rate headers (a leaky bucket, nginx `limit_req`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; nor any rate
+MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
+SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
+EPS = 0.01  # seconds of timing noise allowed for when a bound is rounded to whole seconds
+HISTORY = 4096  # send times kept, to bound when a window began that was not seen beginning
+
+DECREASE = 0.9  # AIMD: rate after a congestion signal, as a share of the level that met it
+RECOVER_TO = 0.97  # ... then won back quickly up to this share of that level
+RECOVER = 0.05  # share of that gap won back per success
+PROBE = 0.0003  # then growth per success above it, as a share of the rate
+PROBE_SPEEDUP = 50  # probing successes after which each further 50 doubles the growth
+PROBE_BUDGET = 0.01  # share of requests a probe's 429 (and its pause) may cost at most
+HOLD_FIRST = 50  # successes held at a new level before probing above it
+HOLD_MAX = 100_000  # the most successes ever held before a probe
+SAME_LEVEL = 0.05  # a 429 within this share of the last level confirms that level
+START_RATE = 1.0  # requests per second after a 429 that comes before any success
+MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
+ACCEPTED_WINDOW = 2.0  # seconds of successes behind the measured accepted rate
+MIN_EVIDENCE = 10  # successes in that window before the measure may lower the level
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer as the strategies see it; rate headers already validated."""
+
+    status: int
+    sent_at: float
+    at: float  # when it arrived
+    limit: int | None = None
+    remaining: int | None = None
+    retry_after: float | None = None
+    pause: float = 0.0  # seconds the gate holds the pool for it (a 429's or 503's)
+    rate: float | None = None  # the rate in force when it was sent
+    ceiling: float | None = None  # the rate the user and learned limits allow
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """Hold the pool until `until` (0: no pause), saying why."""
+
+    until: float = 0.0
+    reason: str = ""
+
+
+NOTHING = Advice()
+
+
+class Strategy(Protocol):
+    """A source of pace: learns from answers, holds an opinion on the rate."""
+
+    @property
+    def rate(self) -> float | None: ...
+
+    def learn(self, answer: Answer) -> Advice: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def restore(self, state: Mapping[str, Any]) -> None: ...
+
+
+def is_congestion(answer: Answer) -> bool:
+    """A 429 without a usable limit header, or a 503: a limiter that says nothing of its rate."""
+    return answer.status == 503 or (answer.status == 429 and answer.limit is None)
+
+
+def finite(value: object, *, low: float = 0.0, high: float = math.inf) -> float | None:
+    """`value` as a float in [low, high], or None for anything else (garbage, NaN, inf)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and low <= number <= high else None
+
+
+# ------------------------------------------------------------------------ fixed windows
+
+
+@dataclass(slots=True)
+class _Window:
+    """What is known of one Laravel limit of `limit` requests per whole-second window."""
+
+    limit: int
+    low: int = 1  # the shortest window length consistent with what was seen (whole seconds)
+    high: float = math.inf  # the longest
+    soft: bool = False  # `low` came from a saved state: fresh evidence may lower it
+    start: float | None = None  # send time of the current window's first hit, when known
+    seen_start: bool = False  # `start` was seen (Remaining = limit - 1), not inferred
+    last_hit: int = 0  # hit number (limit - Remaining) of the last answer about this limit
+    full_at: float | None = None  # send time of a request that found the window used up
+
+
+class FixedWindows:
+    """Laravel's ThrottleRequests: per limit L, a window opens at its first hit and ends on a
+    whole second, `floor(first hit) + W` (the cache TTL is `time() + W` in integer seconds),
+    so it lasts between W - 1 and W seconds; `Retry-After` is `end - floor(now)`.
+
+    The learner keeps, per limit, the shortest whole W consistent with every answer (each 429
+    proves the window still open, so it only grows on evidence) and paces at L/W. Even pacing
+    at L/W never exceeds L in a window that is at most W long, whatever its phase.
+    """
+
+    def __init__(self) -> None:
+        self.windows: dict[int, _Window] = {}
+        self._sent: deque[float] = deque(maxlen=HISTORY)  # send times of answered requests
+        self._hits: deque[float] = deque(maxlen=HISTORY)  # ... of those the limiter counted
+
+    @property
+    def rate(self) -> float | None:
+        caps = [SAFETY * w.limit / w.low for w in self.windows.values()]
+        return min(caps) if caps else None
+
+    def lengths(self) -> dict[int, float]:
+        """Limit -> the window length paced for, in seconds."""
+        return {limit: float(w.low) for limit, w in sorted(self.windows.items())}
+
+    def learn(self, answer: Answer) -> Advice:
+        advice = self._learn(answer)
+        self._sent.append(answer.sent_at)
+        if answer.status != 429 and answer.status < 500:
+            self._hits.append(answer.sent_at)
+        return advice
+
+    def _learn(self, answer: Answer) -> Advice:
+        counted = answer.status != 429 and answer.status < 500
+        if answer.limit is None or answer.status >= 500:
+            if counted:
+                self._infer_starts(answer.sent_at, skip=None)
+            return NOTHING
+        window = self.windows.setdefault(answer.limit, _Window(answer.limit))
+        if answer.status == 429:
+            self._on_refused(window, answer)
+            return NOTHING  # the gate pauses for Retry-After
+        self._infer_starts(answer.sent_at, skip=window.limit)
+        if answer.remaining is None:
+            return NOTHING
+        return self._on_counted(window, hit=window.limit - answer.remaining, at=answer.sent_at)
+
+    def _begun(self, window: _Window, *, hits_before: int, sent: float) -> float:
+        """A time no earlier than the first hit of the window that holds `hits_before` hits."""
+        if hits_before <= 0:
+            return sent
+        latest = self._sent[-hits_before] if len(self._sent) >= hits_before else sent
+        earliest = self._hits[-hits_before] if len(self._hits) >= hits_before else -math.inf
+        start = window.start
+        if start is not None and earliest - EPS <= start <= latest + EPS:
+            return start  # the tracked start belongs to this window, not an older one
+        return min(latest, sent)
+
+    def _on_counted(self, window: _Window, *, hit: int, at: float) -> Advice:
+        if hit == 1:
+            if window.start is not None and window.seen_start and at > window.start:
+                # The window that began at `start` ended by now: W - 1 < end - start <= gap.
+                _shorter_than(window, at - window.start + 1.0)
+            window.start, window.seen_start, window.full_at = at, True, None
+            window.last_hit = 1
+            return NOTHING
+        if hit <= window.last_hit:
+            window.start, window.seen_start = None, False  # a window we did not see begin
+        start = self._begun(window, hits_before=hit - 1, sent=at)
+        _longer_than(window, at - start)  # still counted in the window: end > at
+        window.last_hit = hit
+        if hit < window.limit:
+            return NOTHING
+        window.full_at = at
+        return Advice(start + window.low, f"quota of {window.limit} per {window.low}s used up")
+
+    def _infer_starts(self, at: float, *, skip: int | None) -> None:
+        # An accepted request sent after one that found a window used up opens the next
+        # window of that limit (for earlier limits it may open later: an upper estimate).
+        for window in self.windows.values():
+            if window.limit != skip and window.full_at is not None and at > window.full_at:
+                window.start, window.seen_start, window.full_at = at, False, None
+                window.last_hit = 1
+
+    def _on_refused(self, window: _Window, answer: Answer) -> None:
+        sent = answer.sent_at
+        start = self._begun(window, hits_before=window.limit, sent=sent)
+        exact = start == window.start and window.seen_start
+        window.full_at, window.last_hit = sent, window.limit
+        elapsed = max(0.0, sent - start)
+        _longer_than(window, elapsed)  # the window is still open
+        wait = answer.retry_after
+        if wait is None:
+            return
+        whole = round(wait)
+        if abs(wait - whole) < EPS and whole >= 1:
+            # end = floor(sent) + wait and floor(sent) - floor(start) is floor(elapsed) or one
+            # more, so W = end - floor(start) is wait + floor(elapsed) or wait + that + 1.
+            _at_least(window, whole + max(0, math.floor(elapsed - EPS)))
+            if exact:
+                _shorter_than(window, whole + math.floor(elapsed + EPS) + 2.0)
+        else:
+            _longer_than(window, elapsed + wait - 1.0)
+
+    def state(self) -> dict[str, Any]:
+        return {"windows": {str(limit): float(w.low) for limit, w in self.windows.items()}}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("windows")
+        if not isinstance(saved, Mapping):
+            return
+        for key, value in saved.items():
+            limit = finite(key, low=1, high=MAX_LIMIT)
+            length = finite(value, low=0.001, high=MAX_WINDOW)
+            if limit is None or length is None or limit != int(limit):
+                continue
+            # A saved length is a hint (older versions saved fractions): a whole second up.
+            low = max(1, math.ceil(length - EPS))
+            self.windows[int(limit)] = _Window(int(limit), low=low, soft=True)
+
+
+def _at_least(window: _Window, length: int) -> None:
+    if length > window.low:
+        window.low = min(length, int(MAX_WINDOW))
+        window.soft = False
+    if window.high < window.low:
+        window.high = math.inf  # the evidence disagrees: trust what the 429s proved
+
+
+def _longer_than(window: _Window, elapsed: float) -> None:
+    # W > elapsed, in whole seconds.
+    _at_least(window, math.floor(elapsed - EPS) + 1)
+
+
+def _shorter_than(window: _Window, bound: float) -> None:
+    # W < bound, in whole seconds.
+    longest = math.ceil(bound - EPS) - 1
+    if longest < 1:
+        return
+    window.high = min(window.high, float(longest))
+    if window.soft and window.high < window.low:
+        window.low = int(window.high)
+
+
+# ------------------------------------------------------------------------------- AIMD
+
+
+class Aimd:
+    """Additive increase, multiplicative decrease for limiters that send no rate headers.
+
+    A congestion signal (a headerless 429, a 503) cuts the rate once per round to DECREASE of
+    the level it met; successes win it back quickly to RECOVER_TO of that level, hold there,
+    then probe slowly above it. A probe's 429 costs the request and its pause times the rate,
+    so the hold is sized to keep that cost within PROBE_BUDGET, and doubles each time the same
+    level is confirmed. The level is only lowered on evidence: successes actually measured.
+    """
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+        self.level: float | None = None  # the rate at which the last congestion came
+        self.confirmed = 0  # how many times in a row congestion came at about that level
+        self._climbing = False  # slow start: no level known in this run yet
+        self._hold = 0  # successes still to wait before probing
+        self._probes = 0
+        self._last_cut = -math.inf
+        self._accepted: deque[float] = deque()
+
+    def learn(self, answer: Answer) -> Advice:
+        if is_congestion(answer):
+            if answer.sent_at > self._last_cut:
+                self._cut(answer)  # answers to requests sent before the last cut carry no news
+        elif answer.status < 500:
+            self._accepted.append(answer.at)
+            self._grow(answer.ceiling)
+        return NOTHING
+
+    def accepted_rate(self, now: float) -> tuple[float, int]:
+        """Successes per second over the last ACCEPTED_WINDOW seconds, and how many."""
+        while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW:
+            self._accepted.popleft()
+        # At least a one-second span: a burst inside a fraction of a second counts per second.
+        span = max(1.0, now - self._accepted[0]) if self._accepted else 1.0
+        return len(self._accepted) / span, len(self._accepted)
+
+    def _cut(self, answer: Answer) -> None:
+        self._last_cut = answer.at
+        measured, evidence = self.accepted_rate(answer.at)
+        sent = answer.rate if answer.rate is not None else self.rate
+        if self._climbing and sent is not None:
+            # The rate doubled each second: what was accepted lately lags; the limit lies
+            # between half the rate sent and the rate sent.
+            level = sent * DECREASE
+        elif evidence >= MIN_EVIDENCE:
+            # A saturated limiter accepts just its own rate: trust that over the rate sent.
+            level = measured if sent is None else min(sent, measured)
+        elif sent is not None and self.level is not None:
+            # A 429 with no successes behind it (a storm, a pause just ended) says nothing
+            # about the level: cut the rate, keep the level it will recover to.
+            self.rate = max(MIN_RATE, min(sent, self.rate or sent) * DECREASE)
+            self._hold = max(self._hold, HOLD_FIRST)
+            return
+        elif sent is not None:
+            level = sent
+        else:
+            # Congestion before anything was learned: start low and climb fast.
+            self.rate = START_RATE if answer.ceiling is None else min(START_RATE, answer.ceiling)
+            self._climbing = True
+            return
+        level = max(MIN_RATE, level)
+        same = self.level is not None and abs(level / self.level - 1.0) <= SAME_LEVEL
+        self.confirmed = self.confirmed + 1 if same else 0
+        self.level = level
+        self.rate = max(MIN_RATE, level * DECREASE)
+        self._climbing = False
+        self._probes = 0
+        cost = 1.0 + answer.pause * level  # the probe's request and the requests its pause costs
+        self._hold = int(
+            min(HOLD_MAX, HOLD_FIRST * 4**self.confirmed, cost / PROBE_BUDGET * 2**self.confirmed)
+        )
+
+    def _grow(self, ceiling: float | None) -> None:
+        # Growth is counted in requests, not seconds, so the share of 429s stays small at any
+        # rate: quick recovery to just under the level, a hold, then a probe that starts slow
+        # and speeds up the longer no 429 comes (convex, like CUBIC's).
+        if self.rate is None:
+            return
+        if self._climbing or self.level is None:
+            self.rate *= min(2.0, 2.0 ** (1.0 / self.rate))  # doubles each second (or success)
+        elif self.rate < 0.999 * RECOVER_TO * self.level:
+            self.rate += (RECOVER_TO * self.level - self.rate) * RECOVER
+        elif self._hold > 0:
+            self._hold -= 1
+        else:
+            self._probes += 1
+            self.rate *= 1.0 + min(1.0, PROBE * max(1.0, self._probes / PROBE_SPEEDUP))
+        self.rate = min(self.rate, ceiling if ceiling is not None else MAX_LIMIT)
+
+    def state(self) -> dict[str, Any]:
+        return {"good_rate": self.level, "confirmed": self.confirmed}
+
+    def restore(self, state: Mapping[str, Any], *, lift: bool = False) -> None:
+        """Start just under a saved level, probed only after a hold; with `lift` (the user
+        named a ceiling) the level is only remembered, and the pace starts at that ceiling."""
+        self.level = finite(state.get("good_rate"), low=MIN_RATE, high=MAX_LIMIT)
+        confirmed = finite(state.get("confirmed"), low=0, high=10)
+        self.confirmed = int(confirmed or 0)
+        if self.level is None or lift:
+            return
+        self.rate = RECOVER_TO * self.level  # the rate it was sending at may have been mid-cut
+        self._hold = HOLD_FIRST * 4**self.confirmed
