@@ -2,17 +2,28 @@
 
 The file is read as bytes and decoded one physical line at a time: a bad byte or a NUL
 is then reported with its exact line, and no line or field can grow without bound.
+The first rows (a bounded look-ahead) decide the delimiter, the header and the column;
+every identifier is then checked against the shape most of them share, and values that
+look unlike the rest are counted into one-line warnings. A shape is only ever a hint:
+no value is refused or dropped for it.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterator
+import re
+import string
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from batchmap.errors import InputError
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # the type of csv.reader(...), typeshed only
 
 MAX_IDENTIFIER_LENGTH = 1024
 # One bound for a physical line and for a CSV field: large enough for any sane CSV,
@@ -24,73 +35,139 @@ MAX_FIELD_CHARS = 16 * 1024 * 1024
 # specific first: "image_id,id" picks image_id, not a row number.
 HEADER_NAMES = ("image_identifier", "image_id", "identifier", "identifiers", "id")
 
+# How many rows after the first decide the header, the column and the delimiter; the
+# look-ahead also stops after this many characters, so huge lines cannot fill memory.
+LOOKAHEAD_ROWS = 100
+LOOKAHEAD_CHARS = 1024 * 1024
+MAX_EXAMPLES = 5  # per warning: memory stays flat however many values look odd
+
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _READ_BUFFER = 1024 * 1024
 _SHOWN_COLUMNS = 20
 _SHOWN_CHARS = 40
+_EXAMPLE_CHARS = 32
+
+_DELIMITERS = (",", "\t", ";", "|")  # comma first: it wins every tie
+_DELIMITER_NAMES = {"\t": "tab", ";": "semicolon", "|": "pipe"}
+# identifAI's identifiers are 64 lowercase hex in every doc example, v2 tickets 24.
+_IDENTIFAI = re.compile(r"[0-9a-f]{64}|[0-9a-f]{24}")
+_IDENTIFAI_LENGTHS = frozenset({24, 64})
+# Alphabets a column of identifiers may share, narrowest first.
+_ALPHABETS = {
+    "digits": string.digits,
+    "hex": "0123456789abcdef",
+    "HEX": "0123456789ABCDEF",
+    "alnum": string.digits + string.ascii_letters,
+    "token": string.digits + string.ascii_letters + "-_",
+}
+_ALPHABET_WORDS = {
+    "digits": "digits",
+    "hex": "lowercase hex characters",
+    "HEX": "uppercase hex characters",
+    "alnum": "letters and digits",
+    "token": "letters, digits, '-' and '_'",
+}
+_DELETE = {name: chars.encode() for name, chars in _ALPHABETS.items()}
+_SHARE = 0.9  # the share of the sampled values that makes a shape "the rest's"
+_SHAPE_SHARE = 0.8  # ... and the share that makes the others' shape worth a warning
+_CHECK_BATCH = 128  # small: the batch is part of the flat memory a load needs
+# Words that head an identifier column, compared casefolded with " " and "-" as "_".
+_HEADER_WORDS = frozenset(
+    (
+        *HEADER_NAMES,
+        *("ids", "image", "images", "image_ids", "hash", "image_hash", "sha", "sha256"),
+        *("name", "image_name", "file", "filename", "file_name", "path", "url", "uuid", "key"),
+    )
+)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic")
+_SEPARATORS = (",", "\t", ";", "|")
 
 
 class IdSource:
-    """Identifiers from one CSV file, streamed; counts what it skipped."""
+    """Identifiers from one CSV file, streamed; counts what it skipped, warns about odd ones.
+
+    After iteration, `notes` says how the file was read where that was guessed (delimiter,
+    header, column) and `warnings` lists values that look unlike the rest; one line each.
+    """
 
     def __init__(self, path: Path, *, column: str | None = None) -> None:
         self.path = path
         self.column = column
         self.rows = 0  # data rows seen (after the header), updated while iterating
         self.blank = 0  # rows skipped because blank or with an empty identifier cell
+        self.notes: list[str] = []  # how the file was read, when guessed from its content
+        self.warnings: list[str] = []  # values unlike the rest; complete when iteration ends
         self._where = _shown_path(path)
 
     def __iter__(self) -> Iterator[str]:
         """Yield trimmed, non-empty identifiers in file order; duplicates are the store's job."""
         self.rows = self.blank = 0
+        self.notes = []
+        self.warnings = []
         return self._identifiers()
 
     def _identifiers(self) -> Iterator[str]:
-        """The body of __iter__: header and column first, then one identifier per row."""
+        """The body of __iter__: look ahead to pick the layout, then one identifier per row."""
         where = self._where
         if csv.field_size_limit() < MAX_FIELD_CHARS:  # process-wide; only ever raised
             csv.field_size_limit(MAX_FIELD_CHARS)
         with self._open() as stream:
-            reader = csv.reader(_decoded_lines(stream, where), strict=True)
-            last = 0  # physical line on which the previous row ended
+            lines = _decoded_lines(stream, where)
+            head, failure = _read_ahead(lines)
+            delimiter = _sniff_delimiter(head, column=self.column)
+            rest: Iterator[str] = lines if failure is None else _raise(failure)
+            reader = csv.reader(itertools.chain(head, rest), delimiter=delimiter, strict=True)
+            # A bad line found while looking ahead is one more line for the reader to meet.
+            ahead, failure = _parse_ahead(reader, where, lines=len(head) + (failure is not None))
+            filled = [(row, line) for row, line in ahead if _filled(row)]
+            if not filled:
+                raise failure or InputError(f"{where}: empty file, no identifiers")
+            layout = self._layout(filled, delimiter)
+            self.notes.extend(layout.notes)
+            checker = _Checker(where, layout)
             other_cells = False  # did a row without identifier hold anything else?
-            try:
-                first: list[str] | None = None
-                leading_blanks = 0
-                for row in reader:
-                    if any(cell.strip() for cell in row):
-                        first = row
-                        break
-                    leading_blanks += 1
+            header_line = filled[0][1] if layout.header is not None else 0
+            index = layout.index
+            batch: list[str] = []
+            batch_lines: list[int] = []
+            last = 0  # physical line on which the previous row ended
+            rows: Iterator[tuple[list[str], int]] = iter(ahead)
+            for phase in (0, 1):
+                if phase == 1:
+                    if failure is not None:
+                        raise failure
                     last = reader.line_num
-                if first is None:
-                    raise InputError(f"{where}: empty file, no identifiers")
-                index, name = self._pick_column(first, line=last + 1)
-                rows: Iterator[list[str]] = reader
-                if name is None:  # no header: the first filled row is already data
-                    self.rows = self.blank = leading_blanks
-                    rows = itertools.chain([first], reader)
-                else:
-                    last = reader.line_num
-                for row in rows:
-                    self.rows += 1
-                    try:
-                        identifier = row[index].strip()
-                    except IndexError:
-                        identifier = ""
-                    if identifier:
-                        if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                            raise _too_long(where, identifier, line=last + 1)
-                        yield identifier
-                    else:
-                        self.blank += 1
-                        other_cells = other_cells or any(cell.strip() for cell in row)
-                    last = reader.line_num
-            except csv.Error as error:
-                raise _csv_problem(where, error, start=last + 1, end=reader.line_num) from None
+                    rows = _numbered(reader)
+                try:
+                    for row, line in rows:
+                        if line <= header_line:
+                            continue  # the header and the blank lines before it
+                        last = line
+                        self.rows += 1
+                        try:
+                            identifier = row[index].strip()
+                        except IndexError:
+                            identifier = ""
+                        if identifier:
+                            if len(identifier) > MAX_IDENTIFIER_LENGTH:
+                                raise _too_long(where, identifier, line=line)
+                            batch.append(identifier)
+                            batch_lines.append(line)
+                            if len(batch) >= _CHECK_BATCH:
+                                checker.check(batch, batch_lines)
+                                batch.clear()
+                                batch_lines.clear()
+                            yield identifier
+                        else:
+                            self.blank += 1
+                            other_cells = other_cells or any(cell.strip() for cell in row)
+                except csv.Error as error:
+                    raise _csv_problem(where, error, start=last + 1, end=reader.line_num) from None
+        checker.check(batch, batch_lines)
         if self.rows == self.blank:
-            raise self._nothing_found(name, only_blank_rows=not other_cells)
+            raise self._nothing_found(layout.header, only_blank_rows=not other_cells)
+        self.warnings.extend(checker.warnings())
 
     def _open(self) -> BinaryIO:
         """Open the file for reading bytes, turning OS errors into one-line InputErrors."""
@@ -106,23 +183,59 @@ class IdSource:
         except OSError as error:
             raise InputError(f"{where}: cannot read ({error.strerror or error})") from None
 
-    def _pick_column(self, row: list[str], *, line: int) -> tuple[int, str | None]:
-        """Index of the identifier column and its header name (None: the file has no header)."""
-        cells = [cell.strip() for cell in row]
-        if self.column is None:
-            lowered = [cell.lower() for cell in cells]
-            for name in HEADER_NAMES:
-                if name in lowered:
-                    index = lowered.index(name)
-                    return index, cells[index]
-            return 0, None
+    def _layout(self, filled: list[tuple[list[str], int]], delimiter: str) -> _Layout:
+        """Where the identifiers are, from the first filled rows (the first may be a header)."""
+        first, line = filled[0]
+        cells = [cell.strip() for cell in first]
+        after = [row for row, _ in filled[1:]]
+        notes = []
+        if delimiter != ",":
+            notes.append(f"{self._where}: read as {_DELIMITER_NAMES[delimiter]}-separated")
+        if self.column is not None:
+            index = self._named_column(cells, line=line)
+            return _Layout(index, cells[index], delimiter, notes, self._hint(cells, after, index))
+        lowered = [cell.lower() for cell in cells]
+        for name in HEADER_NAMES:
+            if name in lowered:
+                index = lowered.index(name)
+                return _Layout(
+                    index, cells[index], delimiter, notes, self._hint(cells, after, index)
+                )
+        index, likely = _column_by_content(after or [first], width=len(cells))
+        if len(likely) > 1:
+            listed = ", ".join(_column_name(cells, i, header=bool(after)) for i in likely)
+            notes.append(
+                f"{self._where}: columns {listed} all look like identifiers;"
+                f" reading column {index + 1} (use --column to choose)"
+            )
+        elif index:
+            notes.append(
+                f"{self._where}: reading column {_column_name(cells, index, header=bool(after))}:"
+                " its values look like identifiers"
+            )
+        header = None
+        if after and _looks_like_header(cells[index] if index < len(cells) else "", after, index):
+            header = cells[index]
+            notes.append(
+                f"{self._where}:{line}: took {_example(header)} as the header:"
+                " it looks unlike the identifiers below it"
+            )
+        return _Layout(index, header, delimiter, notes, None)
+
+    @staticmethod
+    def _hint(cells: list[str], after: list[list[str]], index: int) -> str | None:
+        other = _column_hint(after, index)
+        return None if other is None else _column_name(cells, other, header=True)
+
+    def _named_column(self, cells: list[str], *, line: int) -> int:
+        """The index of the --column in the header row, or a one-line error listing them."""
+        assert self.column is not None
         wanted = self.column.strip()
         if wanted in cells:
-            return cells.index(wanted), wanted
+            return cells.index(wanted)
         folded = [cell.casefold() for cell in cells]
         if wanted.casefold() in folded:
-            index = folded.index(wanted.casefold())
-            return index, cells[index]
+            return folded.index(wanted.casefold())
         raise InputError(
             f"{self._where}:{line}: no column {self.column!r} in the header"
             f" (columns: {_shown_columns(cells)})"
@@ -134,6 +247,338 @@ class IdSource:
             return InputError(f"{self._where}: no identifiers (header only)")
         column = "1" if name is None else repr(name)
         return InputError(f"{self._where}: no identifiers (column {column} is empty in every row)")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How to read the file: the column, its header (None: no header), what was guessed."""
+
+    index: int
+    header: str | None
+    delimiter: str
+    notes: list[str] = field(default_factory=list)
+    # Another column that looks like identifiers when the chosen one does not, named.
+    better: str | None = None
+
+
+def _read_ahead(lines: Iterator[str]) -> tuple[list[str], InputError | None]:
+    """The first lines, bounded in rows and characters; a bad line ends them, kept for later."""
+    head: list[str] = []
+    filled = chars = 0
+    try:
+        for line in lines:
+            head.append(line)
+            chars += len(line)
+            filled += not line.isspace()
+            if filled > LOOKAHEAD_ROWS or chars > LOOKAHEAD_CHARS:
+                break
+    except InputError as error:
+        return head, error
+    return head, None
+
+
+def _parse_ahead(
+    reader: CsvReader, where: str, *, lines: int
+) -> tuple[list[tuple[list[str], int]], InputError | None]:
+    """The rows in the looked-ahead lines, each with the line it starts on; errors kept."""
+    ahead: list[tuple[list[str], int]] = []
+    line_num = reader.line_num
+    try:
+        while line_num < lines:
+            row = next(reader)
+            ahead.append((row, line_num + 1))
+            line_num = reader.line_num
+    except StopIteration:
+        pass
+    except InputError as error:
+        return ahead, error
+    except csv.Error as error:
+        end = reader.line_num
+        return ahead, _csv_problem(where, error, start=line_num + 1, end=end)
+    return ahead, None
+
+
+def _numbered(reader: CsvReader) -> Iterator[tuple[list[str], int]]:
+    """Each row of a csv.reader with the physical line it starts on."""
+    last = reader.line_num
+    for row in reader:
+        yield row, last + 1
+        last = reader.line_num
+
+
+def _raise(error: InputError) -> Iterator[str]:
+    """Lines that end in an error found while looking ahead, raised where it happened."""
+    raise error
+    yield ""  # pragma: no cover  (makes this a generator)
+
+
+def _filled(row: Sequence[str]) -> bool:
+    return any(cell.strip() for cell in row)
+
+
+def _sniff_delimiter(lines: list[str], *, column: str | None) -> str:
+    """Comma, tab, ';' or '|': the one that splits the first lines into a steady column count.
+
+    A CSV that splits steadily on commas stays comma-separated; --column or a known header
+    name settles it when one delimiter's first row holds that name.
+    """
+    firsts: dict[str, list[str]] = {}
+    shares: dict[str, float] = {}
+    for delimiter in _DELIMITERS:
+        counts = []
+        try:
+            for row in csv.reader(lines, delimiter=delimiter):
+                if _filled(row):
+                    firsts.setdefault(delimiter, [cell.strip().casefold() for cell in row])
+                    counts.append(len(row))
+        except csv.Error:
+            pass
+        if counts:
+            width, seen = Counter(counts).most_common(1)[0]
+            shares[delimiter] = seen / len(counts) if width >= 2 else 0.0
+    names = HEADER_NAMES if column is None else (column.strip().casefold(),)
+    for name in names:
+        for delimiter in _DELIMITERS:
+            if len(firsts.get(delimiter, ())) > 1 and name in firsts[delimiter]:
+                return delimiter
+    if shares.get(",", 0.0) >= _SHARE:
+        return ","
+    steady = [d for d in _DELIMITERS if shares.get(d, 0.0) >= _SHARE]
+    return max(steady, key=lambda d: shares[d], default=",")
+
+
+def _looks_identifai(cell: str) -> bool:
+    return _IDENTIFAI.fullmatch(cell.strip()) is not None
+
+
+def _identifai_share(rows: Sequence[Sequence[str]], index: int) -> float:
+    cells = [row[index] for row in rows if index < len(row) and row[index].strip()]
+    return sum(map(_looks_identifai, cells)) / len(cells) if cells else 0.0
+
+
+def _column_by_content(rows: list[list[str]], *, width: int) -> tuple[int, list[int]]:
+    """The column most of whose values look like identifAI's (else the first), and all such."""
+    width = min(max(width, *map(len, rows)), 100)
+    shares = [_identifai_share(rows, index) for index in range(width)]
+    likely = [index for index, share in enumerate(shares) if share >= 0.5]
+    # max keeps the leftmost of ties
+    return max(likely, key=lambda index: shares[index], default=0), likely
+
+
+def _column_hint(rows: list[list[str]], index: int) -> int | None:
+    """Another column that looks like identifAI's when the chosen one does not."""
+    if not rows or _identifai_share(rows, index) >= 0.5:
+        return None
+    other, likely = _column_by_content(rows, width=0)
+    return other if likely else None
+
+
+def _column_name(cells: list[str], index: int, *, header: bool) -> str:
+    """A column for a message: its number, and its header cell when there is one."""
+    if header and index < len(cells) and cells[index]:
+        return f"{index + 1} ({_example(cells[index])})"
+    return str(index + 1)
+
+
+def _fits(value: str, alphabet: str) -> bool:
+    """Whether every character of the value is in the alphabet (strip runs in C)."""
+    return value.isascii() and not value.strip(_ALPHABETS[alphabet])
+
+
+def _narrowest(values: Sequence[str], *, share: float) -> str | None:
+    """The narrowest alphabet that holds at least `share` of the values, if any."""
+    for name in _ALPHABETS:
+        if sum(_fits(value, name) for value in values) >= share * len(values):
+            return name
+    return None
+
+
+def _looks_like_header(cell: str, after: list[list[str]], index: int) -> bool:
+    """A first cell is a header when it holds letters outside the alphabet of the cells below.
+
+    Case is ignored, and a first cell of digits never counts: a shorter or longer identifier
+    of the same alphabet is loaded (and warned about), not dropped.
+    """
+    below = [row[index].strip().casefold() for row in after if index < len(row)]
+    below = [value for value in below if value]
+    first = cell.casefold()
+    if not below or not any(char.isalpha() for char in first):
+        return False
+    if _header_word(first) and first not in below:
+        return True
+    alphabet = _narrowest(below, share=_SHARE)
+    if alphabet is None:
+        return False
+    if not _fits(first, alphabet):
+        return True
+    # A word over coded values: "name" above "a1b2c3...".
+    wordish = all(char.isalpha() or char in " _-" for char in first)
+    coded = sum(any(char.isdigit() for char in value) for value in below)
+    return wordish and coded >= _SHARE * len(below)
+
+
+def _header_word(value: str) -> bool:
+    return value.casefold().replace(" ", "_").replace("-", "_") in _HEADER_WORDS
+
+
+@dataclass
+class _Tally:
+    """How many values fell in one warning's category, with the first few as examples."""
+
+    count: int = 0
+    examples: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, line: int, value: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((line, value))
+
+
+class _Shape:
+    """The alphabet and lengths most sampled values share: what "the rest" looks like."""
+
+    def __init__(self, values: Sequence[str]) -> None:
+        self.alphabet = _narrowest(values, share=_SHAPE_SHARE) if values else None
+        lengths = Counter(map(len, values)).most_common(1)
+        self.lengths: frozenset[int] | None = None
+        if lengths and lengths[0][1] >= _SHAPE_SHARE * len(values):
+            self.lengths = frozenset({lengths[0][0]})
+        if self.alphabet == "hex" and self.lengths and self.lengths <= _IDENTIFAI_LENGTHS:
+            self.lengths = _IDENTIFAI_LENGTHS  # v1 identifiers and v2 tickets mix freely
+
+    def fits(self, value: str) -> bool:
+        """Whether a value has the shape; always True when the sample had none."""
+        if self.alphabet is None:
+            return True
+        lengths = self.lengths
+        return (lengths is None or len(value) in lengths) and _fits(value, self.alphabet)
+
+    def all_fit(self, values: list[str]) -> bool:
+        """Whether every value has the shape, checked in C over the whole batch."""
+        if self.alphabet is None:
+            return False
+        joined = "".join(values)
+        if not joined.isascii() or joined.encode().translate(None, _DELETE[self.alphabet]):
+            return False
+        return self.lengths is None or set(map(len, values)) <= self.lengths
+
+    def describe(self) -> str:
+        words = _ALPHABET_WORDS[self.alphabet or "token"]
+        if self.lengths is None:
+            return words
+        if self.lengths == _IDENTIFAI_LENGTHS:
+            return f"64 (or 24) {words}"
+        return f"{next(iter(self.lengths))} {words}"
+
+
+class _Checker:
+    """Counts the values that look unlike the rest, in batches, keeping a few examples."""
+
+    def __init__(self, where: str, layout: _Layout) -> None:
+        self.where = where
+        self.layout = layout
+        self.total = 0
+        self.shape: _Shape | None = None
+        self.header_words = set(_HEADER_WORDS)
+        if layout.header:
+            self.header_words.add(layout.header.casefold().replace(" ", "_").replace("-", "_"))
+        self.headers = _Tally()
+        self.paths = _Tally()
+        self.delimited = _Tally()
+        self.odd = _Tally()
+        self.identifai = 0
+
+    def check(self, values: list[str], lines: list[int]) -> None:
+        """Account for one batch: the first batch also fixes the dominant shape."""
+        if not values:
+            return
+        if self.shape is None:
+            plain = [value for value in values[: LOOKAHEAD_ROWS + 1] if not self._category(value)]
+            self.shape = _Shape(plain)
+        self.total += len(values)
+        if self.shape.all_fit(values):
+            if self.shape.alphabet in ("alnum", "token"):  # could spell a repeated header
+                self._check_headers(values, lines)
+            if self.shape.alphabet == "hex" and self.shape.lengths == _IDENTIFAI_LENGTHS:
+                self.identifai += len(values)
+            else:
+                self.identifai += sum(map(_looks_identifai, values))
+            return
+        for value, line in zip(values, lines, strict=True):
+            self._check_one(value, line)
+
+    def _check_headers(self, values: list[str], lines: list[int]) -> None:
+        for value, line in zip(values, lines, strict=True):
+            if len(value) < 40 and _normal(value) in self.header_words:
+                self.headers.add(line, value)
+
+    def _check_one(self, value: str, line: int) -> None:
+        assert self.shape is not None
+        if _IDENTIFAI.fullmatch(value):
+            self.identifai += 1
+        category = self._category(value)
+        if category is not None:
+            category.add(line, value)
+        elif not self.shape.fits(value):
+            self.odd.add(line, value)
+
+    def _category(self, value: str) -> _Tally | None:
+        """The warning a value belongs to whatever the others look like, if any."""
+        if len(value) < 40 and _normal(value) in self.header_words:
+            return self.headers
+        if "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES):
+            return self.paths
+        if any(separator in value for separator in _SEPARATORS):
+            return self.delimited
+        return None
+
+    def warnings(self) -> list[str]:
+        """One line per kind of odd value, with counts and examples; empty if none."""
+        found = [
+            self._warning(self.headers, "looks", "like a header (repeated inside the file?)"),
+            self._warning(self.paths, "looks", "like a path, URL or file name (wrong column?)"),
+            self._warning(
+                self.delimited, "contains", "',', ';', '|' or a tab (lines of another format?)"
+            ),
+        ]
+        if self.shape is not None and self.shape.alphabet is not None:
+            shape = self.shape.describe()
+            found.append(self._warning(self.odd, "differs", f"from the others' {shape}"))
+        if self.layout.better is not None and self.identifai == 0:
+            found.append(
+                f"{self.where}: no identifier looks like identifAI's (64 lowercase hex"
+                f" characters) but column {self.layout.better} does;"
+                " if requests answer 404, check --column"
+            )
+        return [warning for warning in found if warning]
+
+    def _warning(self, tally: _Tally, verb: str, what: str) -> str:
+        """'F: 3 of 1,000 identifiers look like ...: lines 2 'x', ...; loaded as given'."""
+        if not tally.count:
+            return ""
+        if tally.count > 1:
+            verb = verb.removesuffix("s")
+        return (
+            f"{self.where}: {tally.count:,} of {self.total:,} identifiers {verb} {what}:"
+            f" {_lines(tally)}; loaded as given"
+        )
+
+
+def _normal(value: str) -> str:
+    return value.casefold().replace(" ", "_").replace("-", "_")
+
+
+def _lines(tally: _Tally) -> str:
+    shown = ", ".join(f"{line} {_example(value)}" for line, value in tally.examples)
+    more = ", ..." if tally.count > len(tally.examples) else ""
+    return f"line{'s' if tally.count > 1 else ''} {shown}{more}"
+
+
+def _example(value: str) -> str:
+    """A value as shown in a message: quoted, escaped, clipped."""
+    if len(value) > _EXAMPLE_CHARS:
+        return repr(value[:_EXAMPLE_CHARS]) + "..."
+    return repr(value)
 
 
 def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
