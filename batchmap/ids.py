@@ -202,20 +202,19 @@ class IdSource:
                     index, cells[index], delimiter, notes, self._hint(cells, after, index)
                 )
         index, likely = _column_by_content(after or [first], width=len(cells))
+        header = None
+        if after and _looks_like_header(cells[index] if index < len(cells) else "", after, index):
+            header = cells[index]
         if len(likely) > 1:
-            listed = ", ".join(_column_name(cells, i, header=bool(after)) for i in likely)
+            listed = ", ".join(_column_name(cells, i, header=header is not None) for i in likely)
             notes.append(
                 f"{self._where}: columns {listed} all look like identifiers;"
                 f" reading column {index + 1} (use --column to choose)"
             )
         elif index:
-            notes.append(
-                f"{self._where}: reading column {_column_name(cells, index, header=bool(after))}:"
-                " its values look like identifiers"
-            )
-        header = None
-        if after and _looks_like_header(cells[index] if index < len(cells) else "", after, index):
-            header = cells[index]
+            shown = _column_name(cells, index, header=header is not None)
+            notes.append(f"{self._where}: reading column {shown}: its values look like identifiers")
+        if header is not None:
             notes.append(
                 f"{self._where}:{line}: took {_example(header)} as the header:"
                 " it looks unlike the identifiers below it"
@@ -402,7 +401,7 @@ def _looks_like_header(cell: str, after: list[list[str]], index: int) -> bool:
     below = [row[index].strip().casefold() for row in after if index < len(row)]
     below = [value for value in below if value]
     first = cell.casefold()
-    if not below or not any(char.isalpha() for char in first):
+    if not below or not any(char.isalpha() for char in first) or _looks_identifai(first):
         return False
     if _header_word(first) and first not in below:
         return True
@@ -414,7 +413,7 @@ def _looks_like_header(cell: str, after: list[list[str]], index: int) -> bool:
     # A word over coded values: "name" above "a1b2c3...".
     wordish = all(char.isalpha() or char in " _-" for char in first)
     coded = sum(any(char.isdigit() for char in value) for value in below)
-    return wordish and coded >= _SHARE * len(below)
+    return wordish and coded >= _SHARE * len(below) and len(first) not in set(map(len, below))
 
 
 def _header_word(value: str) -> bool:
