@@ -71,6 +71,7 @@ _ALPHABET_WORDS = {
 _DELETE = {name: chars.encode() for name, chars in _ALPHABETS.items()}
 _SHARE = 0.9  # the share of the sampled values that makes a shape "the rest's"
 _SHAPE_SHARE = 0.8  # ... and the share that makes the others' shape worth a warning
+_CHUNK = 64 * 1024  # bytes per chunk on the fast path: small, memory stays flat
 _CHECK_BATCH = 128  # small: the batch is part of the flat memory a load needs
 # Words that head an identifier column, compared casefolded with " " and "-" as "_".
 _HEADER_WORDS = frozenset(
@@ -125,49 +126,13 @@ class IdSource:
                 raise failure or InputError(f"{where}: empty file, no identifiers")
             layout = self._layout(filled, delimiter)
             self.notes.extend(layout.notes)
-            checker = _Checker(where, layout)
-            other_cells = False  # did a row without identifier hold anything else?
+            reading = _Pass(self, layout)
             header_line = filled[0][1] if layout.header is not None else 0
-            index = layout.index
-            batch: list[str] = []
-            batch_lines: list[int] = []
-            last = 0  # physical line on which the previous row ended
-            rows: Iterator[tuple[list[str], int]] = iter(ahead)
-            for phase in (0, 1):
-                if phase == 1:
-                    if failure is not None:
-                        raise failure
-                    last = reader.line_num
-                    rows = _numbered(reader)
-                try:
-                    for row, line in rows:
-                        if line <= header_line:
-                            continue  # the header and the blank lines before it
-                        last = line
-                        self.rows += 1
-                        try:
-                            identifier = row[index].strip()
-                        except IndexError:
-                            identifier = ""
-                        if identifier:
-                            if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                                raise _too_long(where, identifier, line=line)
-                            batch.append(identifier)
-                            batch_lines.append(line)
-                            if len(batch) >= _CHECK_BATCH:
-                                checker.check(batch, batch_lines)
-                                batch.clear()
-                                batch_lines.clear()
-                            yield identifier
-                        else:
-                            self.blank += 1
-                            other_cells = other_cells or any(cell.strip() for cell in row)
-                except csv.Error as error:
-                    raise _csv_problem(where, error, start=last + 1, end=reader.line_num) from None
-        checker.check(batch, batch_lines)
-        if self.rows == self.blank:
-            raise self._nothing_found(layout.header, only_blank_rows=not other_cells)
-        self.warnings.extend(checker.warnings())
+            yield from reading.rows(item for item in ahead if item[1] > header_line)
+            if failure is not None:
+                raise failure
+            yield from reading.stream(stream, number=reader.line_num)
+        reading.end()
 
     def _open(self) -> BinaryIO:
         """Open the file for reading bytes, turning OS errors into one-line InputErrors."""
@@ -248,6 +213,134 @@ class IdSource:
         return InputError(f"{self._where}: no identifiers (column {column} is empty in every row)")
 
 
+class _Pass:
+    """One pass over the rows after the look-ahead: counts, checks and yields identifiers.
+
+    Lines without a quote, a NUL or a bare CR (nearly every file) are cut in chunks with
+    str.split, several times faster than csv; any other chunk goes through csv, line by line.
+    """
+
+    def __init__(self, source: IdSource, layout: _Layout) -> None:
+        self.source = source
+        self.where = source._where
+        self.layout = layout
+        self.checker = _Checker(self.where, layout)
+        self.other_cells = False  # did a row without identifier hold anything else?
+        self.batch: list[str] = []
+        self.batch_lines: list[int] = []
+
+    def rows(self, rows: Iterator[tuple[list[str], int]]) -> Iterator[str]:
+        """Identifiers of csv rows, each with the line it starts on; counts kept row by row."""
+        source, index, batch, batch_lines = (
+            self.source,
+            self.layout.index,
+            self.batch,
+            self.batch_lines,
+        )
+        for row, line in rows:
+            source.rows += 1
+            try:
+                identifier = row[index].strip()
+            except IndexError:
+                identifier = ""
+            if identifier:
+                if len(identifier) > MAX_IDENTIFIER_LENGTH:
+                    raise _too_long(self.where, identifier, line=line)
+                batch.append(identifier)
+                batch_lines.append(line)
+                if len(batch) >= _CHECK_BATCH:
+                    self.flush()
+                yield identifier
+            else:
+                source.blank += 1
+                self.other_cells = self.other_cells or _filled(row)
+
+    def flush(self) -> None:
+        self.checker.check(self.batch, self.batch_lines)
+        self.batch.clear()
+        self.batch_lines.clear()
+
+    def stream(self, stream: BinaryIO, *, number: int) -> Iterator[str]:
+        """Identifiers of the rest of the file, read in chunks that end at a line's end."""
+        while raw := stream.read(_CHUNK):
+            if not raw.endswith(b"\n"):
+                raw += stream.readline(MAX_LINE_BYTES + 1)
+            text = _plain_text(raw)
+            if text is not None:
+                yield from self.chunk(text, first=number + 1)
+                number += text.count("\n") + (not text.endswith("\n"))
+                continue
+            parts = raw.split(b"\n")
+            tail = parts.pop()
+            raws = [part + b"\n" for part in parts] + ([tail] if tail else [])
+            lines = _decoded_lines_from(raws, stream, self.where, number=number)
+            reader = csv.reader(lines, delimiter=self.layout.delimiter, strict=True)
+            yield from self.rows(_numbered(reader, self.where, base=number, until=len(raws)))
+            number += reader.line_num
+
+    def chunk(self, text: str, *, first: int) -> Iterator[str]:
+        """Identifiers of whole lines without quotes; counts kept chunk by chunk."""
+        lines = text.split("\n")
+        if text.endswith("\n"):
+            lines.pop()
+        delimiter, index = self.layout.delimiter, self.layout.index
+        split = delimiter in text
+        if not split:
+            cells = list(map(str.strip, lines)) if index == 0 else [""] * len(lines)
+        elif index == 0:
+            cells = [line.partition(delimiter)[0].strip() for line in lines]
+        else:
+            cells = [_cell(line.split(delimiter), index) for line in lines]
+        too_long = None
+        if max(map(len, cells)) > MAX_IDENTIFIER_LENGTH:
+            at = next(n for n, cell in enumerate(cells) if len(cell) > MAX_IDENTIFIER_LENGTH)
+            too_long = _too_long(self.where, cells[at], line=first + at)
+            del cells[at:], lines[at:]
+        source = self.source
+        source.rows += len(cells)
+        blanks = cells.count("")
+        if blanks:
+            source.blank += blanks
+            if not self.other_cells and (split or index):
+                self.other_cells = any(
+                    line.replace(delimiter, "").strip()
+                    for line, cell in zip(lines, cells, strict=True)
+                    if not cell
+                )
+        self.flush()  # keeps the examples in line order
+        self.checker.check(cells, range(first, first + len(cells)))
+        yield from filter(None, cells) if blanks else cells
+        if too_long is not None:
+            raise too_long
+
+    def end(self) -> None:
+        """After the last row: refuse a file without identifiers, complete the warnings."""
+        self.flush()
+        source = self.source
+        if source.rows == source.blank:
+            raise source._nothing_found(self.layout.header, only_blank_rows=not self.other_cells)
+        source.warnings.extend(self.checker.warnings())
+
+
+def _cell(cells: list[str], index: int) -> str:
+    return cells[index].strip() if index < len(cells) else ""
+
+
+def _plain_text(raw: bytes) -> str | None:
+    """The chunk as text when str.split reads it as csv would, else None (take the slow path).
+
+    That is: no quote, no NUL, no CR but in CRLF, no line over the limits, valid UTF-8.
+    """
+    if len(raw) > MAX_LINE_BYTES or len(raw) > MAX_FIELD_CHARS or 0 in raw or b'"' in raw:
+        return None
+    if raw.count(b"\r") != raw.count(b"\r\n"):
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 @dataclass(frozen=True)
 class _Layout:
     """How to read the file: the column, its header (None: no header), what was guessed."""
@@ -297,12 +390,21 @@ def _parse_ahead(
     return ahead, None
 
 
-def _numbered(reader: CsvReader) -> Iterator[tuple[list[str], int]]:
-    """Each row of a csv.reader with the physical line it starts on."""
+def _numbered(
+    reader: CsvReader, where: str, *, base: int, until: int
+) -> Iterator[tuple[list[str], int]]:
+    """The rows of a csv.reader over lines base+1.., each with the line it starts on, until
+    the reader has used `until` lines; a csv.Error becomes a one-line InputError."""
     last = reader.line_num
-    for row in reader:
-        yield row, last + 1
-        last = reader.line_num
+    try:
+        for row in reader:
+            yield row, base + last + 1
+            last = reader.line_num
+            if last >= until:
+                return
+    except csv.Error as error:
+        start, end = base + last + 1, base + reader.line_num
+        raise _csv_problem(where, error, start=start, end=end) from None
 
 
 def _raise(error: InputError) -> Iterator[str]:
@@ -459,7 +561,7 @@ class _Shape:
         joined = "".join(values)
         if not joined.isascii() or joined.encode().translate(None, _DELETE[self.alphabet]):
             return False
-        return self.lengths is None or set(map(len, values)) <= self.lengths
+        return self.lengths is None or set(map(len, values)) <= self.lengths | {0}
 
     def describe(self) -> str:
         words = _ALPHABET_WORDS[self.alphabet or "token"]
@@ -487,33 +589,32 @@ class _Checker:
         self.odd = _Tally()
         self.identifai = 0
 
-    def check(self, values: list[str], lines: list[int]) -> None:
-        """Account for one batch: the first batch also fixes the dominant shape."""
+    def check(self, values: list[str], lines: Sequence[int]) -> None:
+        """Account for one batch ("" for a blank row): the first also fixes the others' shape."""
         if not values:
             return
         if self.shape is None:
-            plain = [value for value in values[: LOOKAHEAD_ROWS + 1] if not self._category(value)]
-            self.shape = _Shape(plain)
-        self.total += len(values)
+            sample = values[: LOOKAHEAD_ROWS + 1]
+            self.shape = _Shape([value for value in sample if value and not self._category(value)])
+        self.total += len(values) - values.count("")
         if self.shape.all_fit(values):
             if self.shape.alphabet in ("alnum", "token"):  # could spell a repeated header
                 self._check_headers(values, lines)
-            if self.shape.alphabet == "hex" and self.shape.lengths == _IDENTIFAI_LENGTHS:
-                self.identifai += len(values)
-            else:
-                self.identifai += sum(map(_looks_identifai, values))
+            if self.layout.better is not None:
+                self.identifai += sum(map(_looks_identifai, filter(None, values)))
             return
         for value, line in zip(values, lines, strict=True):
-            self._check_one(value, line)
+            if value:
+                self._check_one(value, line)
 
-    def _check_headers(self, values: list[str], lines: list[int]) -> None:
+    def _check_headers(self, values: list[str], lines: Sequence[int]) -> None:
         for value, line in zip(values, lines, strict=True):
             if len(value) < 40 and _normal(value) in self.header_words:
                 self.headers.add(line, value)
 
     def _check_one(self, value: str, line: int) -> None:
         assert self.shape is not None
-        if _IDENTIFAI.fullmatch(value):
+        if self.layout.better is not None and _IDENTIFAI.fullmatch(value):
             self.identifai += 1
         category = self._category(value)
         if category is not None:
@@ -582,8 +683,7 @@ def _example(value: str) -> str:
 
 def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
     """Decode each physical line as UTF-8, naming the line of any NUL or bad byte."""
-    readline = stream.readline
-    raw = readline(MAX_LINE_BYTES + 1)
+    raw = stream.readline(MAX_LINE_BYTES + 1)
     if raw.startswith(_UTF16_BOMS):
         raise InputError(
             f"{where}:1: not valid UTF-8 (it starts with a UTF-16 byte order mark;"
@@ -591,8 +691,17 @@ def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
         )
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM) :]
-    number = 1
-    while raw:
+    if raw:
+        yield from _decoded_lines_from([raw], stream, where, number=0)
+
+
+def _decoded_lines_from(
+    raws: list[bytes], stream: BinaryIO, where: str, *, number: int
+) -> Iterator[str]:
+    """The lines `raws` (lines number+1..), then the stream's next lines, read as asked for."""
+    rest = iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b"")
+    for raw in itertools.chain(raws, rest):
+        number += 1
         if len(raw) > MAX_LINE_BYTES:
             raise InputError(
                 f"{where}:{number}: line is longer than {MAX_LINE_BYTES:,} bytes;"
@@ -605,8 +714,6 @@ def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
         except UnicodeDecodeError as error:
             raise _not_utf8(where, raw, error, line=number) from None
         yield line
-        raw = readline(MAX_LINE_BYTES + 1)
-        number += 1
 
 
 def _not_utf8(where: str, raw: bytes, error: UnicodeDecodeError, *, line: int) -> InputError:
