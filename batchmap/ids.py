@@ -15,7 +15,7 @@ import itertools
 import re
 import string
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -131,7 +131,9 @@ class IdSource:
             yield from reading.rows(item for item in ahead if item[1] > header_line)
             if failure is not None:
                 raise failure
-            yield from reading.stream(stream, number=reader.line_num)
+            for identifiers in reading.stream(stream, number=reader.line_num):
+                yield from identifiers
+                del identifiers  # before the next chunk is read: memory stays flat
         reading.end()
 
     def _open(self) -> BinaryIO:
@@ -260,42 +262,49 @@ class _Pass:
         self.batch.clear()
         self.batch_lines.clear()
 
-    def stream(self, stream: BinaryIO, *, number: int) -> Iterator[str]:
-        """Identifiers of the rest of the file, read in chunks that end at a line's end."""
+    def stream(self, stream: BinaryIO, *, number: int) -> Iterator[Iterable[str]]:
+        """Identifiers of the rest of the file, read in chunks that end at a line's end.
+
+        Yields a list per plain chunk (one level of generators per identifier is what the
+        fast path costs), and a generator over the csv rows of any other chunk.
+        """
         while raw := stream.read(_CHUNK):
             if not raw.endswith(b"\n"):
                 raw += stream.readline(MAX_LINE_BYTES + 1)
             text = _plain_text(raw)
             if text is not None:
-                yield from self.chunk(text, first=number + 1)
-                number += text.count("\n") + (not text.endswith("\n"))
+                lines = text.split("\n")
+                if text.endswith("\n"):
+                    lines.pop()
+                yield self.chunk(lines, raw, first=number + 1)
+                number += len(lines)
+                del raw, text, lines  # before the next chunk is read: memory stays flat
                 continue
             parts = raw.split(b"\n")
             tail = parts.pop()
             raws = [part + b"\n" for part in parts] + ([tail] if tail else [])
-            lines = _decoded_lines_from(raws, stream, self.where, number=number)
-            reader = csv.reader(lines, delimiter=self.layout.delimiter, strict=True)
-            yield from self.rows(_numbered(reader, self.where, base=number, until=len(raws)))
+            decoded = _decoded_lines_from(raws, stream, self.where, number=number)
+            reader = csv.reader(decoded, delimiter=self.layout.delimiter, strict=True)
+            yield self.rows(_numbered(reader, self.where, base=number, until=len(raws)))
             number += reader.line_num
 
-    def chunk(self, text: str, *, first: int) -> Iterator[str]:
-        """Identifiers of whole lines without quotes; counts kept chunk by chunk."""
-        lines = text.split("\n")
-        if text.endswith("\n"):
-            lines.pop()
+    def chunk(self, lines: list[str], raw: bytes, *, first: int) -> Iterable[str]:
+        """Identifiers of whole lines without quotes, as a list; counts kept chunk by chunk."""
         delimiter, index = self.layout.delimiter, self.layout.index
-        split = delimiter in text
+        split = delimiter.encode() in raw
         if not split:
             cells = list(map(str.strip, lines)) if index == 0 else [""] * len(lines)
         elif index == 0:
             cells = [line.partition(delimiter)[0].strip() for line in lines]
         else:
             cells = [_cell(line.split(delimiter), index) for line in lines]
+        lengths = set(map(len, cells))
         too_long = None
-        if max(map(len, cells)) > MAX_IDENTIFIER_LENGTH:
+        if max(lengths) > MAX_IDENTIFIER_LENGTH:
             at = next(n for n, cell in enumerate(cells) if len(cell) > MAX_IDENTIFIER_LENGTH)
             too_long = _too_long(self.where, cells[at], line=first + at)
             del cells[at:], lines[at:]
+            lengths = set(map(len, cells))
         source = self.source
         source.rows += len(cells)
         blanks = cells.count("")
@@ -308,10 +317,11 @@ class _Pass:
                     if not cell
                 )
         self.flush()  # keeps the examples in line order
-        self.checker.check(cells, range(first, first + len(cells)))
-        yield from filter(None, cells) if blanks else cells
+        plain = raw if index == 0 and not split and too_long is None else None
+        self.checker.check(cells, range(first, first + len(cells)), lengths=lengths, raw=plain)
         if too_long is not None:
-            raise too_long
+            return _then_raise(list(filter(None, cells)), too_long)
+        return list(filter(None, cells)) if blanks else cells
 
     def end(self) -> None:
         """After the last row: refuse a file without identifiers, complete the warnings."""
@@ -320,6 +330,11 @@ class _Pass:
         if source.rows == source.blank:
             raise source._nothing_found(self.layout.header, only_blank_rows=not self.other_cells)
         source.warnings.extend(self.checker.warnings())
+
+
+def _then_raise(identifiers: list[str], error: InputError) -> Iterator[str]:
+    yield from identifiers
+    raise error
 
 
 def _cell(cells: list[str], index: int) -> str:
@@ -333,7 +348,7 @@ def _plain_text(raw: bytes) -> str | None:
     """
     if len(raw) > MAX_LINE_BYTES or len(raw) > MAX_FIELD_CHARS or 0 in raw or b'"' in raw:
         return None
-    if raw.count(b"\r") != raw.count(b"\r\n"):
+    if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
         return None
     try:
         return raw.decode()
@@ -554,14 +569,20 @@ class _Shape:
         lengths = self.lengths
         return (lengths is None or len(value) in lengths) and _fits(value, self.alphabet)
 
-    def all_fit(self, values: list[str]) -> bool:
+    def all_fit(
+        self, values: list[str], *, lengths: set[int] | None = None, raw: bytes | None = None
+    ) -> bool:
         """Whether every value has the shape, checked in C over the whole batch."""
         if self.alphabet is None:
             return False
-        joined = "".join(values)
-        if not joined.isascii() or joined.encode().translate(None, _DELETE[self.alphabet]):
-            return False
-        return self.lengths is None or set(map(len, values)) <= self.lengths | {0}
+        alphabet = _DELETE[self.alphabet]
+        if raw is None or raw.translate(None, alphabet + b"\r\n"):
+            joined = "".join(values)
+            if not joined.isascii() or joined.encode().translate(None, alphabet):
+                return False
+        if self.lengths is None:
+            return True
+        return (lengths or set(map(len, values))) <= self.lengths | {0}
 
     def describe(self) -> str:
         words = _ALPHABET_WORDS[self.alphabet or "token"]
@@ -589,15 +610,25 @@ class _Checker:
         self.odd = _Tally()
         self.identifai = 0
 
-    def check(self, values: list[str], lines: Sequence[int]) -> None:
-        """Account for one batch ("" for a blank row): the first also fixes the others' shape."""
+    def check(
+        self,
+        values: list[str],
+        lines: Sequence[int],
+        *,
+        lengths: set[int] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        """Account for one batch ("" for a blank row): the first also fixes the others' shape.
+
+        `lengths` (of the values) and `raw` (the bytes the values are the lines of) save work.
+        """
         if not values:
             return
         if self.shape is None:
             sample = values[: LOOKAHEAD_ROWS + 1]
             self.shape = _Shape([value for value in sample if value and not self._category(value)])
         self.total += len(values) - values.count("")
-        if self.shape.all_fit(values):
+        if self.shape.all_fit(values, lengths=lengths, raw=raw):
             if self.shape.alphabet in ("alnum", "token"):  # could spell a repeated header
                 self._check_headers(values, lines)
             if self.layout.better is not None:
@@ -675,10 +706,11 @@ def _lines(tally: _Tally) -> str:
 
 
 def _example(value: str) -> str:
-    """A value as shown in a message: quoted, escaped, clipped."""
-    if len(value) > _EXAMPLE_CHARS:
-        return repr(value[:_EXAMPLE_CHARS]) + "..."
-    return repr(value)
+    """A value as shown in a message: quoted, escaped, clipped (escapes count too)."""
+    shown = value[:_EXAMPLE_CHARS]
+    while len(repr(shown)) > _EXAMPLE_CHARS + 2:
+        shown = shown[:-1]
+    return repr(shown) + ("..." if len(shown) < len(value) else "")
 
 
 def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
