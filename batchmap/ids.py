@@ -435,32 +435,35 @@ def _filled(row: Sequence[str]) -> bool:
 def _sniff_delimiter(lines: list[str], *, column: str | None) -> str:
     """Comma, tab, ';' or '|': the one that splits the first lines into a steady column count.
 
-    A CSV that splits steadily on commas stays comma-separated; --column or a known header
-    name settles it when one delimiter's first row holds that name.
+    A header naming the column settles it; among steady splits, one that shows a column of
+    identifAI-shaped values wins (a TSV's text may hold commas, a ';' file decimal commas),
+    then comma (what the file was read as before sniffing), then the widest.
     """
-    firsts: dict[str, list[str]] = {}
-    shares: dict[str, float] = {}
+    parsed: dict[str, list[list[str]]] = {}
     for delimiter in _DELIMITERS:
-        counts = []
+        rows = parsed[delimiter] = []
         try:
             for row in csv.reader(lines, delimiter=delimiter):
                 if _filled(row):
-                    firsts.setdefault(delimiter, [cell.strip().casefold() for cell in row])
-                    counts.append(len(row))
+                    rows.append(row)
         except csv.Error:
             pass
-        if counts:
-            width, seen = Counter(counts).most_common(1)[0]
-            shares[delimiter] = seen / len(counts) if width >= 2 else 0.0
     names = HEADER_NAMES if column is None else (column.strip().casefold(),)
     for name in names:
         for delimiter in _DELIMITERS:
-            if len(firsts.get(delimiter, ())) > 1 and name in firsts[delimiter]:
+            first = parsed[delimiter][0] if parsed[delimiter] else []
+            if len(first) > 1 and name in (cell.strip().casefold() for cell in first):
                 return delimiter
-    if shares.get(",", 0.0) >= _SHARE:
+    steady: list[tuple[bool, bool, int, str]] = []
+    for delimiter in _DELIMITERS:
+        rows = parsed[delimiter]
+        widths = Counter(map(len, rows)).most_common(1)
+        if widths and widths[0][0] >= 2 and widths[0][1] >= _SHARE * len(rows):
+            _, likely = _column_by_content(rows[1:] or rows, width=0)
+            steady.append((bool(likely), delimiter == ",", widths[0][0], delimiter))
+    if not steady:
         return ","
-    steady = [d for d in _DELIMITERS if shares.get(d, 0.0) >= _SHARE]
-    return max(steady, key=lambda d: shares[d], default=",")
+    return max(steady, key=lambda candidate: candidate[:3])[3]  # max keeps the first of ties
 
 
 def _looks_identifai(cell: str) -> bool:

@@ -355,3 +355,16 @@ def test_a_values_shape_never_makes_it_disappear(
     source = IdSource(path)
     assert list(source) == values
     one_line_each(source.warnings + source.notes, path)
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "other"), [(";", "1,5"), ("\t", "a cat, a dog"), ("|", "x,y")]
+)
+def test_commas_inside_the_values_of_another_format_do_not_win(
+    tmp_path: Path, delimiter: str, other: str
+) -> None:
+    rows = [delimiter.join([HEX[n], other]) for n in range(150)]  # past the look-ahead
+    path = write(tmp_path, lines(*rows))
+    source, identifiers = loaded(path)
+    assert identifiers == HEX[:150]
+    assert source.warnings == []
