@@ -1,11 +1,10 @@
-"""Stream image identifiers out of a CSV file, line by line, so memory stays flat at any size.
+"""Stream image identifiers out of a CSV file, so memory stays flat at any size.
 
-The file is read as bytes and decoded one physical line at a time: a bad byte or a NUL
-is then reported with its exact line, and no line or field can grow without bound.
-The first rows (a bounded look-ahead) decide the delimiter, the header and the column;
-every identifier is then checked against the shape most of them share, and values that
-look unlike the rest are counted into one-line warnings. A shape is only ever a hint:
-no value is refused or dropped for it.
+The file is read as bytes: a bad byte or a NUL is reported with its exact line, and no
+line or field can grow without bound. The first rows (a bounded look-ahead) decide the
+delimiter, the header and the column; every identifier is then checked against the shape
+most of them share, and values that look unlike the rest are counted into one-line
+warnings. A shape is only ever a hint: no value is refused or dropped for it.
 """
 
 from __future__ import annotations
@@ -95,7 +94,7 @@ class IdSource:
     def __init__(self, path: Path, *, column: str | None = None) -> None:
         self.path = path
         self.column = column
-        self.rows = 0  # data rows seen (after the header), updated while iterating
+        self.rows = 0  # data rows seen (after the header), updated while iterating (per chunk)
         self.blank = 0  # rows skipped because blank or with an empty identifier cell
         self.notes: list[str] = []  # how the file was read, when guessed from its content
         self.warnings: list[str] = []  # values unlike the rest; complete when iteration ends
@@ -233,12 +232,7 @@ class _Pass:
 
     def rows(self, rows: Iterator[tuple[list[str], int]]) -> Iterator[str]:
         """Identifiers of csv rows, each with the line it starts on; counts kept row by row."""
-        source, index, batch, batch_lines = (
-            self.source,
-            self.layout.index,
-            self.batch,
-            self.batch_lines,
-        )
+        source, index, batch = self.source, self.layout.index, self.batch
         for row, line in rows:
             source.rows += 1
             try:
@@ -249,7 +243,7 @@ class _Pass:
                 if len(identifier) > MAX_IDENTIFIER_LENGTH:
                     raise _too_long(self.where, identifier, line=line)
                 batch.append(identifier)
-                batch_lines.append(line)
+                self.batch_lines.append(line)
                 if len(batch) >= _CHECK_BATCH:
                     self.flush()
                 yield identifier
