@@ -1,18 +1,28 @@
-"""Stream image identifiers out of a CSV file, line by line, so memory stays flat at any size.
+"""Stream image identifiers out of a CSV file, so memory stays flat at any size.
 
-The file is read as bytes and decoded one physical line at a time: a bad byte or a NUL
-is then reported with its exact line, and no line or field can grow without bound.
+The file is read as bytes: a bad byte or a NUL is reported with its exact line, and no
+line or field can grow without bound. The first rows (a bounded look-ahead) decide the
+delimiter, the header and the column; every identifier is then checked against the shape
+most of them share, and values that look unlike the rest are counted into one-line
+warnings. A shape is only ever a hint: no value is refused or dropped for it.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Iterator
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from batchmap.errors import InputError
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # the type of csv.reader(...), typeshed only
 
 MAX_IDENTIFIER_LENGTH = 1024
 # One bound for a physical line and for a CSV field: large enough for any sane CSV,
@@ -24,73 +34,106 @@ MAX_FIELD_CHARS = 16 * 1024 * 1024
 # specific first: "image_id,id" picks image_id, not a row number.
 HEADER_NAMES = ("image_identifier", "image_id", "identifier", "identifiers", "id")
 
+# How many rows after the first decide the header, the column and the delimiter; the
+# look-ahead also stops after this many characters, so huge lines cannot fill memory.
+LOOKAHEAD_ROWS = 100
+LOOKAHEAD_CHARS = 1024 * 1024
+MAX_EXAMPLES = 5  # per warning: memory stays flat however many values look odd
+
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _READ_BUFFER = 1024 * 1024
 _SHOWN_COLUMNS = 20
 _SHOWN_CHARS = 40
+_EXAMPLE_CHARS = 32
+
+_DELIMITERS = (",", "\t", ";", "|")  # comma first: it wins every tie
+_DELIMITER_NAMES = {"\t": "tab", ";": "semicolon", "|": "pipe"}
+# identifAI's identifiers are 64 lowercase hex in every doc example, v2 tickets 24.
+_IDENTIFAI = re.compile(r"[0-9a-f]{64}|[0-9a-f]{24}")
+_IDENTIFAI_LENGTHS = frozenset({24, 64})
+# Alphabets a column of identifiers may share, narrowest first.
+_ALPHABETS = {
+    "digits": string.digits,
+    "hex": "0123456789abcdef",
+    "HEX": "0123456789ABCDEF",
+    "alnum": string.digits + string.ascii_letters,
+    "token": string.digits + string.ascii_letters + "-_",
+}
+_ALPHABET_WORDS = {
+    "digits": "digits",
+    "hex": "lowercase hex characters",
+    "HEX": "uppercase hex characters",
+    "alnum": "letters and digits",
+    "token": "letters, digits, '-' and '_'",
+}
+_DELETE = {name: chars.encode() for name, chars in _ALPHABETS.items()}
+_SHARE = 0.9  # the share of the sampled values that makes a shape "the rest's"
+_SHAPE_SHARE = 0.8  # ... and the share that makes the others' shape worth a warning
+_CHUNK = 64 * 1024  # bytes per chunk on the fast path: small, memory stays flat
+_CHECK_BATCH = 128  # small: the batch is part of the flat memory a load needs
+# Words that head an identifier column, compared casefolded with " " and "-" as "_".
+_HEADER_WORDS = frozenset(
+    (
+        *HEADER_NAMES,
+        *("ids", "image", "images", "image_ids", "hash", "image_hash", "sha", "sha256"),
+        *("name", "image_name", "file", "filename", "file_name", "path", "url", "uuid", "key"),
+    )
+)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic")
+_SEPARATORS = (",", "\t", ";", "|")
 
 
 class IdSource:
-    """Identifiers from one CSV file, streamed; counts what it skipped."""
+    """Identifiers from one CSV file, streamed; counts what it skipped, warns about odd ones.
+
+    After iteration, `notes` says how the file was read where that was guessed (delimiter,
+    header, column) and `warnings` lists values that look unlike the rest; one line each.
+    """
 
     def __init__(self, path: Path, *, column: str | None = None) -> None:
         self.path = path
         self.column = column
-        self.rows = 0  # data rows seen (after the header), updated while iterating
+        self.rows = 0  # data rows seen (after the header), updated while iterating (per chunk)
         self.blank = 0  # rows skipped because blank or with an empty identifier cell
+        self.notes: list[str] = []  # how the file was read, when guessed from its content
+        self.warnings: list[str] = []  # values unlike the rest; complete when iteration ends
         self._where = _shown_path(path)
 
     def __iter__(self) -> Iterator[str]:
         """Yield trimmed, non-empty identifiers in file order; duplicates are the store's job."""
         self.rows = self.blank = 0
+        self.notes = []
+        self.warnings = []
         return self._identifiers()
 
     def _identifiers(self) -> Iterator[str]:
-        """The body of __iter__: header and column first, then one identifier per row."""
+        """The body of __iter__: look ahead to pick the layout, then one identifier per row."""
         where = self._where
         if csv.field_size_limit() < MAX_FIELD_CHARS:  # process-wide; only ever raised
             csv.field_size_limit(MAX_FIELD_CHARS)
         with self._open() as stream:
-            reader = csv.reader(_decoded_lines(stream, where), strict=True)
-            last = 0  # physical line on which the previous row ended
-            other_cells = False  # did a row without identifier hold anything else?
-            try:
-                first: list[str] | None = None
-                leading_blanks = 0
-                for row in reader:
-                    if any(cell.strip() for cell in row):
-                        first = row
-                        break
-                    leading_blanks += 1
-                    last = reader.line_num
-                if first is None:
-                    raise InputError(f"{where}: empty file, no identifiers")
-                index, name = self._pick_column(first, line=last + 1)
-                rows: Iterator[list[str]] = reader
-                if name is None:  # no header: the first filled row is already data
-                    self.rows = self.blank = leading_blanks
-                    rows = itertools.chain([first], reader)
-                else:
-                    last = reader.line_num
-                for row in rows:
-                    self.rows += 1
-                    try:
-                        identifier = row[index].strip()
-                    except IndexError:
-                        identifier = ""
-                    if identifier:
-                        if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                            raise _too_long(where, identifier, line=last + 1)
-                        yield identifier
-                    else:
-                        self.blank += 1
-                        other_cells = other_cells or any(cell.strip() for cell in row)
-                    last = reader.line_num
-            except csv.Error as error:
-                raise _csv_problem(where, error, start=last + 1, end=reader.line_num) from None
-        if self.rows == self.blank:
-            raise self._nothing_found(name, only_blank_rows=not other_cells)
+            lines = _decoded_lines(stream, where)
+            head, failure = _read_ahead(lines)
+            delimiter = _sniff_delimiter(head, column=self.column)
+            rest: Iterator[str] = lines if failure is None else _raise(failure)
+            reader = csv.reader(itertools.chain(head, rest), delimiter=delimiter, strict=True)
+            # A bad line found while looking ahead is one more line for the reader to meet.
+            ahead, failure = _parse_ahead(reader, where, lines=len(head) + (failure is not None))
+            filled = [(row, line) for row, line in ahead if _filled(row)]
+            if not filled:
+                raise failure or InputError(f"{where}: empty file, no identifiers")
+            layout = self._layout(filled, delimiter)
+            self.notes.extend(layout.notes)
+            reading = _Pass(self, layout)
+            header_line = filled[0][1] if layout.header is not None else 0
+            yield from reading.rows(item for item in ahead if item[1] > header_line)
+            if failure is not None:
+                raise failure
+            for identifiers in reading.stream(stream, number=reader.line_num):
+                yield from identifiers
+                del identifiers  # before the next chunk is read: memory stays flat
+        reading.end()
 
     def _open(self) -> BinaryIO:
         """Open the file for reading bytes, turning OS errors into one-line InputErrors."""
@@ -106,23 +149,58 @@ class IdSource:
         except OSError as error:
             raise InputError(f"{where}: cannot read ({error.strerror or error})") from None
 
-    def _pick_column(self, row: list[str], *, line: int) -> tuple[int, str | None]:
-        """Index of the identifier column and its header name (None: the file has no header)."""
-        cells = [cell.strip() for cell in row]
-        if self.column is None:
-            lowered = [cell.lower() for cell in cells]
-            for name in HEADER_NAMES:
-                if name in lowered:
-                    index = lowered.index(name)
-                    return index, cells[index]
-            return 0, None
+    def _layout(self, filled: list[tuple[list[str], int]], delimiter: str) -> _Layout:
+        """Where the identifiers are, from the first filled rows (the first may be a header)."""
+        first, line = filled[0]
+        cells = [cell.strip() for cell in first]
+        after = [row for row, _ in filled[1:]]
+        notes = []
+        if delimiter != ",":
+            notes.append(f"{self._where}: read as {_DELIMITER_NAMES[delimiter]}-separated")
+        if self.column is not None:
+            index = self._named_column(cells, line=line)
+            return _Layout(index, cells[index], delimiter, notes, self._hint(cells, after, index))
+        lowered = [cell.lower() for cell in cells]
+        for name in HEADER_NAMES:
+            if name in lowered:
+                index = lowered.index(name)
+                return _Layout(
+                    index, cells[index], delimiter, notes, self._hint(cells, after, index)
+                )
+        index, likely = _column_by_content(after or [first], width=len(cells))
+        header = None
+        if after and _looks_like_header(cells[index] if index < len(cells) else "", after, index):
+            header = cells[index]
+        if len(likely) > 1:
+            listed = ", ".join(_column_name(cells, i, header=header is not None) for i in likely)
+            notes.append(
+                f"{self._where}: columns {listed} all look like identifiers;"
+                f" reading column {index + 1} (use --column to choose)"
+            )
+        elif index:
+            shown = _column_name(cells, index, header=header is not None)
+            notes.append(f"{self._where}: reading column {shown}: its values look like identifiers")
+        if header is not None:
+            notes.append(
+                f"{self._where}:{line}: took {_example(header)} as the header:"
+                " it looks unlike the identifiers below it"
+            )
+        return _Layout(index, header, delimiter, notes, None)
+
+    @staticmethod
+    def _hint(cells: list[str], after: list[list[str]], index: int) -> str | None:
+        other = _column_hint(after, index)
+        return None if other is None else _column_name(cells, other, header=True)
+
+    def _named_column(self, cells: list[str], *, line: int) -> int:
+        """The index of the --column in the header row, or a one-line error listing them."""
+        assert self.column is not None
         wanted = self.column.strip()
         if wanted in cells:
-            return cells.index(wanted), wanted
+            return cells.index(wanted)
         folded = [cell.casefold() for cell in cells]
         if wanted.casefold() in folded:
-            index = folded.index(wanted.casefold())
-            return index, cells[index]
+            return folded.index(wanted.casefold())
         raise InputError(
             f"{self._where}:{line}: no column {self.column!r} in the header"
             f" (columns: {_shown_columns(cells)})"
@@ -136,10 +214,505 @@ class IdSource:
         return InputError(f"{self._where}: no identifiers (column {column} is empty in every row)")
 
 
+class _Pass:
+    """One pass over the rows after the look-ahead: counts, checks and yields identifiers.
+
+    Lines without a quote, a NUL or a bare CR (nearly every file) are cut in chunks with
+    str.split, several times faster than csv; any other chunk goes through csv, line by line.
+    """
+
+    def __init__(self, source: IdSource, layout: _Layout) -> None:
+        self.source = source
+        self.where = source._where
+        self.layout = layout
+        self.checker = _Checker(self.where, layout)
+        self.other_cells = False  # did a row without identifier hold anything else?
+        self.batch: list[str] = []
+        self.batch_lines: list[int] = []
+
+    def rows(self, rows: Iterator[tuple[list[str], int]]) -> Iterator[str]:
+        """Identifiers of csv rows, each with the line it starts on; counts kept row by row."""
+        source, index, batch = self.source, self.layout.index, self.batch
+        for row, line in rows:
+            source.rows += 1
+            try:
+                identifier = row[index].strip()
+            except IndexError:
+                identifier = ""
+            if identifier:
+                if len(identifier) > MAX_IDENTIFIER_LENGTH:
+                    raise _too_long(self.where, identifier, line=line)
+                batch.append(identifier)
+                self.batch_lines.append(line)
+                if len(batch) >= _CHECK_BATCH:
+                    self.flush()
+                yield identifier
+            else:
+                source.blank += 1
+                self.other_cells = self.other_cells or _filled(row)
+
+    def flush(self) -> None:
+        self.checker.check(self.batch, self.batch_lines)
+        self.batch.clear()
+        self.batch_lines.clear()
+
+    def stream(self, stream: BinaryIO, *, number: int) -> Iterator[Iterable[str]]:
+        """Identifiers of the rest of the file, read in chunks that end at a line's end.
+
+        Yields a list per plain chunk (one level of generators per identifier is what the
+        fast path costs), and a generator over the csv rows of any other chunk.
+        """
+        while raw := stream.read(_CHUNK):
+            if not raw.endswith(b"\n"):
+                raw += stream.readline(MAX_LINE_BYTES + 1)
+            text = _plain_text(raw)
+            if text is not None:
+                lines = text.split("\n")
+                if text.endswith("\n"):
+                    lines.pop()
+                yield self.chunk(lines, raw, first=number + 1)
+                number += len(lines)
+                del raw, text, lines  # before the next chunk is read: memory stays flat
+                continue
+            parts = raw.split(b"\n")
+            tail = parts.pop()
+            raws = [part + b"\n" for part in parts] + ([tail] if tail else [])
+            decoded = _decoded_lines_from(raws, stream, self.where, number=number)
+            reader = csv.reader(decoded, delimiter=self.layout.delimiter, strict=True)
+            yield self.rows(_numbered(reader, self.where, base=number, until=len(raws)))
+            number += reader.line_num
+
+    def chunk(self, lines: list[str], raw: bytes, *, first: int) -> Iterable[str]:
+        """Identifiers of whole lines without quotes, as a list; counts kept chunk by chunk."""
+        delimiter, index = self.layout.delimiter, self.layout.index
+        split = delimiter.encode() in raw
+        if not split:
+            cells = list(map(str.strip, lines)) if index == 0 else [""] * len(lines)
+        elif index == 0:
+            cells = [line.partition(delimiter)[0].strip() for line in lines]
+        else:
+            cells = [_cell(line.split(delimiter), index) for line in lines]
+        lengths = set(map(len, cells))
+        too_long = None
+        if max(lengths) > MAX_IDENTIFIER_LENGTH:
+            at = next(n for n, cell in enumerate(cells) if len(cell) > MAX_IDENTIFIER_LENGTH)
+            too_long = _too_long(self.where, cells[at], line=first + at)
+            del cells[at:], lines[at:]
+            lengths = set(map(len, cells))
+        source = self.source
+        source.rows += len(cells)
+        blanks = cells.count("")
+        if blanks:
+            source.blank += blanks
+            if not self.other_cells and (split or index):
+                self.other_cells = any(
+                    line.replace(delimiter, "").strip()
+                    for line, cell in zip(lines, cells, strict=True)
+                    if not cell
+                )
+        self.flush()  # keeps the examples in line order
+        plain = raw if index == 0 and not split and too_long is None else None
+        self.checker.check(cells, range(first, first + len(cells)), lengths=lengths, raw=plain)
+        if too_long is not None:
+            return _then_raise(list(filter(None, cells)), too_long)
+        return list(filter(None, cells)) if blanks else cells
+
+    def end(self) -> None:
+        """After the last row: refuse a file without identifiers, complete the warnings."""
+        self.flush()
+        source = self.source
+        if source.rows == source.blank:
+            raise source._nothing_found(self.layout.header, only_blank_rows=not self.other_cells)
+        source.warnings.extend(self.checker.warnings())
+
+
+def _then_raise(identifiers: list[str], error: InputError) -> Iterator[str]:
+    yield from identifiers
+    raise error
+
+
+def _cell(cells: list[str], index: int) -> str:
+    return cells[index].strip() if index < len(cells) else ""
+
+
+def _plain_text(raw: bytes) -> str | None:
+    """The chunk as text when str.split reads it as csv would, else None (take the slow path).
+
+    That is: no quote, no NUL, no CR but in CRLF, no line over the limits, valid UTF-8.
+    """
+    if len(raw) > MAX_LINE_BYTES or len(raw) > MAX_FIELD_CHARS or 0 in raw or b'"' in raw:
+        return None
+    if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How to read the file: the column, its header (None: no header), what was guessed."""
+
+    index: int
+    header: str | None
+    delimiter: str
+    notes: list[str] = field(default_factory=list)
+    # Another column that looks like identifiers when the chosen one does not, named.
+    better: str | None = None
+
+
+def _read_ahead(lines: Iterator[str]) -> tuple[list[str], InputError | None]:
+    """The first lines, bounded in rows and characters; a bad line ends them, kept for later."""
+    head: list[str] = []
+    filled = chars = 0
+    try:
+        for line in lines:
+            head.append(line)
+            chars += len(line)
+            filled += not line.isspace()
+            if filled > LOOKAHEAD_ROWS or chars > LOOKAHEAD_CHARS:
+                break
+    except InputError as error:
+        return head, error
+    return head, None
+
+
+def _parse_ahead(
+    reader: CsvReader, where: str, *, lines: int
+) -> tuple[list[tuple[list[str], int]], InputError | None]:
+    """The rows in the looked-ahead lines, each with the line it starts on; errors kept."""
+    ahead: list[tuple[list[str], int]] = []
+    line_num = reader.line_num
+    try:
+        while line_num < lines:
+            row = next(reader)
+            ahead.append((row, line_num + 1))
+            line_num = reader.line_num
+    except StopIteration:
+        pass
+    except InputError as error:
+        return ahead, error
+    except csv.Error as error:
+        end = reader.line_num
+        return ahead, _csv_problem(where, error, start=line_num + 1, end=end)
+    return ahead, None
+
+
+def _numbered(
+    reader: CsvReader, where: str, *, base: int, until: int
+) -> Iterator[tuple[list[str], int]]:
+    """The rows of a csv.reader over lines base+1.., each with the line it starts on, until
+    the reader has used `until` lines; a csv.Error becomes a one-line InputError."""
+    last = reader.line_num
+    try:
+        for row in reader:
+            yield row, base + last + 1
+            last = reader.line_num
+            if last >= until:
+                return
+    except csv.Error as error:
+        start, end = base + last + 1, base + reader.line_num
+        raise _csv_problem(where, error, start=start, end=end) from None
+
+
+def _raise(error: InputError) -> Iterator[str]:
+    """Lines that end in an error found while looking ahead, raised where it happened."""
+    raise error
+    yield ""  # pragma: no cover  (makes this a generator)
+
+
+def _filled(row: Sequence[str]) -> bool:
+    return any(cell.strip() for cell in row)
+
+
+def _sniff_delimiter(lines: list[str], *, column: str | None) -> str:
+    """Comma, tab, ';' or '|': the one that splits the first lines into a steady column count.
+
+    A header naming the column settles it; among steady splits, one that shows a column of
+    identifAI-shaped values wins (a TSV's text may hold commas, a ';' file decimal commas),
+    then comma (what the file was read as before sniffing), then the widest.
+    """
+    parsed: dict[str, list[list[str]]] = {}
+    for delimiter in _DELIMITERS:
+        rows = parsed[delimiter] = []
+        try:
+            for row in csv.reader(lines, delimiter=delimiter):
+                if _filled(row):
+                    rows.append(row)
+        except csv.Error:
+            pass
+    names = HEADER_NAMES if column is None else (column.strip().casefold(),)
+    for name in names:
+        for delimiter in _DELIMITERS:
+            first = parsed[delimiter][0] if parsed[delimiter] else []
+            if len(first) > 1 and name in (cell.strip().casefold() for cell in first):
+                return delimiter
+    steady: list[tuple[bool, bool, int, str]] = []
+    for delimiter in _DELIMITERS:
+        rows = parsed[delimiter]
+        widths = Counter(map(len, rows)).most_common(1)
+        if widths and widths[0][0] >= 2 and widths[0][1] >= _SHARE * len(rows):
+            _, likely = _column_by_content(rows[1:] or rows, width=0)
+            steady.append((bool(likely), delimiter == ",", widths[0][0], delimiter))
+    if not steady:
+        return ","
+    return max(steady, key=lambda candidate: candidate[:3])[3]  # max keeps the first of ties
+
+
+def _looks_identifai(cell: str) -> bool:
+    return _IDENTIFAI.fullmatch(cell.strip()) is not None
+
+
+def _identifai_share(rows: Sequence[Sequence[str]], index: int) -> float:
+    cells = [row[index] for row in rows if index < len(row) and row[index].strip()]
+    return sum(map(_looks_identifai, cells)) / len(cells) if cells else 0.0
+
+
+def _column_by_content(rows: list[list[str]], *, width: int) -> tuple[int, list[int]]:
+    """The column most of whose values look like identifAI's (else the first), and all such."""
+    width = min(max(width, *map(len, rows)), 100)
+    shares = [_identifai_share(rows, index) for index in range(width)]
+    likely = [index for index, share in enumerate(shares) if share >= 0.5]
+    # max keeps the leftmost of ties
+    return max(likely, key=lambda index: shares[index], default=0), likely
+
+
+def _column_hint(rows: list[list[str]], index: int) -> int | None:
+    """Another column that looks like identifAI's when the chosen one does not."""
+    if not rows or _identifai_share(rows, index) >= 0.5:
+        return None
+    other, likely = _column_by_content(rows, width=0)
+    return other if likely else None
+
+
+def _column_name(cells: list[str], index: int, *, header: bool) -> str:
+    """A column for a message: its number, and its header cell when there is one."""
+    if header and index < len(cells) and cells[index]:
+        return f"{index + 1} ({_example(cells[index])})"
+    return str(index + 1)
+
+
+def _fits(value: str, alphabet: str) -> bool:
+    """Whether every character of the value is in the alphabet (strip runs in C)."""
+    return value.isascii() and not value.strip(_ALPHABETS[alphabet])
+
+
+def _narrowest(values: Sequence[str], *, share: float) -> str | None:
+    """The narrowest alphabet that holds at least `share` of the values, if any."""
+    for name in _ALPHABETS:
+        if sum(_fits(value, name) for value in values) >= share * len(values):
+            return name
+    return None
+
+
+def _looks_like_header(cell: str, after: list[list[str]], index: int) -> bool:
+    """A first cell is a header when it holds letters outside the alphabet of the cells below.
+
+    Case is ignored, and a first cell of digits never counts: a shorter or longer identifier
+    of the same alphabet is loaded (and warned about), not dropped.
+    """
+    below = [row[index].strip().casefold() for row in after if index < len(row)]
+    below = [value for value in below if value]
+    first = cell.casefold()
+    if not below or not any(char.isalpha() for char in first) or _looks_identifai(first):
+        return False
+    if _header_word(first) and first not in below:
+        return True
+    alphabet = _narrowest(below, share=_SHARE)
+    if alphabet is None:
+        return False
+    if not _fits(first, alphabet):
+        return True
+    # A word over coded values: "name" above "a1b2c3...".
+    wordish = all(char.isalpha() or char in " _-" for char in first)
+    coded = sum(any(char.isdigit() for char in value) for value in below)
+    return wordish and coded >= _SHARE * len(below) and len(first) not in set(map(len, below))
+
+
+def _header_word(value: str) -> bool:
+    return value.casefold().replace(" ", "_").replace("-", "_") in _HEADER_WORDS
+
+
+@dataclass
+class _Tally:
+    """How many values fell in one warning's category, with the first few as examples."""
+
+    count: int = 0
+    examples: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, line: int, value: str) -> None:
+        self.count += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((line, value))
+
+
+class _Shape:
+    """The alphabet and lengths most sampled values share: what "the rest" looks like."""
+
+    def __init__(self, values: Sequence[str]) -> None:
+        self.alphabet = _narrowest(values, share=_SHAPE_SHARE) if values else None
+        lengths = Counter(map(len, values)).most_common(1)
+        self.lengths: frozenset[int] | None = None
+        if lengths and lengths[0][1] >= _SHAPE_SHARE * len(values):
+            self.lengths = frozenset({lengths[0][0]})
+        if self.alphabet == "hex" and self.lengths and self.lengths <= _IDENTIFAI_LENGTHS:
+            self.lengths = _IDENTIFAI_LENGTHS  # v1 identifiers and v2 tickets mix freely
+
+    def fits(self, value: str) -> bool:
+        """Whether a value has the shape; always True when the sample had none."""
+        if self.alphabet is None:
+            return True
+        lengths = self.lengths
+        return (lengths is None or len(value) in lengths) and _fits(value, self.alphabet)
+
+    def all_fit(
+        self, values: list[str], *, lengths: set[int] | None = None, raw: bytes | None = None
+    ) -> bool:
+        """Whether every value has the shape, checked in C over the whole batch."""
+        if self.alphabet is None:
+            return False
+        alphabet = _DELETE[self.alphabet]
+        if raw is None or raw.translate(None, alphabet + b"\r\n"):
+            joined = "".join(values)
+            if not joined.isascii() or joined.encode().translate(None, alphabet):
+                return False
+        if self.lengths is None:
+            return True
+        return (lengths or set(map(len, values))) <= self.lengths | {0}
+
+    def describe(self) -> str:
+        words = _ALPHABET_WORDS[self.alphabet or "token"]
+        if self.lengths is None:
+            return words
+        if self.lengths == _IDENTIFAI_LENGTHS:
+            return f"64 (or 24) {words}"
+        return f"{next(iter(self.lengths))} {words}"
+
+
+class _Checker:
+    """Counts the values that look unlike the rest, in batches, keeping a few examples."""
+
+    def __init__(self, where: str, layout: _Layout) -> None:
+        self.where = where
+        self.layout = layout
+        self.total = 0
+        self.shape: _Shape | None = None
+        self.header_words = set(_HEADER_WORDS)
+        if layout.header:
+            self.header_words.add(layout.header.casefold().replace(" ", "_").replace("-", "_"))
+        self.headers = _Tally()
+        self.paths = _Tally()
+        self.delimited = _Tally()
+        self.odd = _Tally()
+        self.identifai = 0
+
+    def check(
+        self,
+        values: list[str],
+        lines: Sequence[int],
+        *,
+        lengths: set[int] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
+        """Account for one batch ("" for a blank row): the first also fixes the others' shape.
+
+        `lengths` (of the values) and `raw` (the bytes the values are the lines of) save work.
+        """
+        if not values:
+            return
+        if self.shape is None:
+            sample = values[: LOOKAHEAD_ROWS + 1]
+            self.shape = _Shape([value for value in sample if value and not self._category(value)])
+        self.total += len(values) - values.count("")
+        if self.shape.all_fit(values, lengths=lengths, raw=raw):
+            if self.shape.alphabet in ("alnum", "token"):  # could spell a repeated header
+                self._check_headers(values, lines)
+            if self.layout.better is not None:
+                self.identifai += sum(map(_looks_identifai, filter(None, values)))
+            return
+        for value, line in zip(values, lines, strict=True):
+            if value:
+                self._check_one(value, line)
+
+    def _check_headers(self, values: list[str], lines: Sequence[int]) -> None:
+        for value, line in zip(values, lines, strict=True):
+            if len(value) < 40 and _normal(value) in self.header_words:
+                self.headers.add(line, value)
+
+    def _check_one(self, value: str, line: int) -> None:
+        assert self.shape is not None
+        if self.layout.better is not None and _IDENTIFAI.fullmatch(value):
+            self.identifai += 1
+        category = self._category(value)
+        if category is not None:
+            category.add(line, value)
+        elif not self.shape.fits(value):
+            self.odd.add(line, value)
+
+    def _category(self, value: str) -> _Tally | None:
+        """The warning a value belongs to whatever the others look like, if any."""
+        if len(value) < 40 and _normal(value) in self.header_words:
+            return self.headers
+        if "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES):
+            return self.paths
+        if any(separator in value for separator in _SEPARATORS):
+            return self.delimited
+        return None
+
+    def warnings(self) -> list[str]:
+        """One line per kind of odd value, with counts and examples; empty if none."""
+        found = [
+            self._warning(self.headers, "looks", "like a header (repeated inside the file?)"),
+            self._warning(self.paths, "looks", "like a path, URL or file name (wrong column?)"),
+            self._warning(
+                self.delimited, "contains", "',', ';', '|' or a tab (lines of another format?)"
+            ),
+        ]
+        if self.shape is not None and self.shape.alphabet is not None:
+            shape = self.shape.describe()
+            found.append(self._warning(self.odd, "differs", f"from the others' {shape}"))
+        if self.layout.better is not None and self.identifai == 0:
+            found.append(
+                f"{self.where}: no identifier looks like identifAI's (64 lowercase hex"
+                f" characters) but column {self.layout.better} does;"
+                " if requests answer 404, check --column"
+            )
+        return [warning for warning in found if warning]
+
+    def _warning(self, tally: _Tally, verb: str, what: str) -> str:
+        """'F: 3 of 1,000 identifiers look like ...: lines 2 'x', ...; loaded as given'."""
+        if not tally.count:
+            return ""
+        if tally.count > 1:
+            verb = verb.removesuffix("s")
+        return (
+            f"{self.where}: {tally.count:,} of {self.total:,} identifiers {verb} {what}:"
+            f" {_lines(tally)}; loaded as given"
+        )
+
+
+def _normal(value: str) -> str:
+    return value.casefold().replace(" ", "_").replace("-", "_")
+
+
+def _lines(tally: _Tally) -> str:
+    shown = ", ".join(f"{line} {_example(value)}" for line, value in tally.examples)
+    more = ", ..." if tally.count > len(tally.examples) else ""
+    return f"line{'s' if tally.count > 1 else ''} {shown}{more}"
+
+
+def _example(value: str) -> str:
+    """A value as shown in a message: quoted, escaped, clipped (escapes count too)."""
+    shown = value[:_EXAMPLE_CHARS]
+    while len(repr(shown)) > _EXAMPLE_CHARS + 2:
+        shown = shown[:-1]
+    return repr(shown) + ("..." if len(shown) < len(value) else "")
+
+
 def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
     """Decode each physical line as UTF-8, naming the line of any NUL or bad byte."""
-    readline = stream.readline
-    raw = readline(MAX_LINE_BYTES + 1)
+    raw = stream.readline(MAX_LINE_BYTES + 1)
     if raw.startswith(_UTF16_BOMS):
         raise InputError(
             f"{where}:1: not valid UTF-8 (it starts with a UTF-16 byte order mark;"
@@ -147,8 +720,17 @@ def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
         )
     if raw.startswith(_UTF8_BOM):
         raw = raw[len(_UTF8_BOM) :]
-    number = 1
-    while raw:
+    if raw:
+        yield from _decoded_lines_from([raw], stream, where, number=0)
+
+
+def _decoded_lines_from(
+    raws: list[bytes], stream: BinaryIO, where: str, *, number: int
+) -> Iterator[str]:
+    """The lines `raws` (lines number+1..), then the stream's next lines, read as asked for."""
+    rest = iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b"")
+    for raw in itertools.chain(raws, rest):
+        number += 1
         if len(raw) > MAX_LINE_BYTES:
             raise InputError(
                 f"{where}:{number}: line is longer than {MAX_LINE_BYTES:,} bytes;"
@@ -161,8 +743,6 @@ def _decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
         except UnicodeDecodeError as error:
             raise _not_utf8(where, raw, error, line=number) from None
         yield line
-        raw = readline(MAX_LINE_BYTES + 1)
-        number += 1
 
 
 def _not_utf8(where: str, raw: bytes, error: UnicodeDecodeError, *, line: int) -> InputError:

@@ -437,3 +437,78 @@ def test_any_bytes_give_identifiers_or_a_one_line_input_error(tmp_path: Path, da
         assert str(error).startswith(str(tmp_path))
         return
     assert found and all(identifier == identifier.strip() != "" for identifier in found)
+
+
+# --- past the look-ahead: plain chunks are split, not parsed, and must read as csv does -------
+
+_GOOD = "".join(f"{n:064x}\n" for n in range(300))  # 300 lines: past the look-ahead
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (b"d\xe9f\n", "302: not valid UTF-8 (byte 0xe9 at column 2)"),
+        (b"d\x00f\n", "302: contains a NUL byte; is this a binary file?"),
+        (b"abc\rdef\n", "302: carriage return inside an unquoted field; save the file with"),
+        (b'"abc\n', "302: the file ends inside a quoted field (in the row on lines 302-303;"),
+        (b"y" * 2000 + b"\n", f"302: identifier is 2000 characters long, more than {1024}"),
+    ],
+)
+def test_bad_input_far_into_the_file_names_its_line(
+    tmp_path: Path, bad: bytes, message: str
+) -> None:
+    path = write(tmp_path, b"id\n" + _GOOD.encode() + bad + b"ok\n")
+    identifiers = iter(IdSource(path))
+    assert sum(1 for _, _ in zip(range(300), identifiers, strict=False)) == 300
+    with pytest.raises(InputError) as caught:
+        next(identifiers)
+    assert str(caught.value).startswith(f"{path}:{message}")
+
+
+def test_a_long_line_far_into_the_file_names_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ids, "MAX_LINE_BYTES", 1000)
+    path = write(tmp_path, "id\n" + _GOOD + "z" * 5000 + "\n")
+    assert error_of(path) == f"{path}:302: line is longer than 1,000 bytes; is this a CSV file?"
+
+
+def _rows_as_csv_reads_them(data: bytes, *, index: int) -> tuple[list[str], int, int]:
+    """The reference: identifiers, rows and blank rows by the csv module alone."""
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))[1:]
+    cells = [row[index].strip() if index < len(row) else "" for row in rows]
+    return [cell for cell in cells if cell], len(cells), cells.count("")
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.lists(st.text("ab, \t\r\u2028é", max_size=4), min_size=0, max_size=3),
+            st.lists(identifier_text, min_size=1, max_size=3),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    crlf=st.booleans(),
+    index=st.sampled_from([0, 1]),
+    chunk=st.integers(min_value=1, max_value=200),
+)
+def test_chunks_past_the_look_ahead_read_as_csv_does(
+    tmp_path: Path, rows: list[list[str]], crlf: bool, index: int, chunk: int
+) -> None:
+    header = ["identifier", "other"] if index == 0 else ["other", "identifier"]
+    data = _csv_bytes([header, *rows], crlf=crlf, bom=False)
+    expected, count, blank = _rows_as_csv_reads_them(data, index=index)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ids, "LOOKAHEAD_ROWS", 2)
+        patch.setattr(ids, "_CHUNK", chunk)
+        source = _from_bytes(tmp_path, data)
+        if not expected:
+            with pytest.raises(InputError):
+                list(source)
+            return
+        assert list(source) == expected
+    assert (source.rows, source.blank) == (count, blank)
