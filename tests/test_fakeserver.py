@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from batchmap.fakeserver import FakeConfig, FakeServer, expected_status, heatmap_png
+from batchmap.fakeserver.limits import RateLimiter
 
 T = TypeVar("T")
 KEY = {"X-Api-Key": "demo-key"}
@@ -213,7 +214,75 @@ def test_query_string_is_not_part_of_the_identifier() -> None:
 # --------------------------------------------------------------------------- rate limits
 
 
-def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_not_count() -> None:
+def admit(limiter: RateLimiter, now: float) -> tuple[bool, dict[str, str]]:
+    admission = limiter.admit(now)
+    return admission.allowed, dict(admission.headers)
+
+
+def test_a_laravel_window_ends_on_the_whole_second_after_its_first_hit() -> None:
+    limiter = RateLimiter(((2, 1.0),))
+    assert admit(limiter, 100.48)[0] and admit(limiter, 100.6)[0]
+    allowed, headers = admit(limiter, 100.9)
+    assert not allowed
+    # Laravel: timer = time() + 1 = 101; Retry-After = 101 - time(); Reset = time() + Retry-After.
+    assert headers == {
+        "X-RateLimit-Limit": "2",
+        "X-RateLimit-Remaining": "0",
+        "Retry-After": "1",
+        "X-RateLimit-Reset": "101",
+    }
+    assert admit(limiter, 101.0)[0]  # 0.52 s after the first hit, not 1 s
+
+
+def test_retry_after_counts_whole_seconds_to_the_windows_end() -> None:
+    limiter = RateLimiter(((1, 60.0),))
+    assert admit(limiter, 1000.9)[0]
+    for now, wait in ((1001.1, "59"), (1059.99, "1")):
+        allowed, headers = admit(limiter, now)
+        assert not allowed
+        assert (headers["Retry-After"], headers["X-RateLimit-Reset"]) == (wait, "1060")
+    assert admit(limiter, 1060.0)[0]
+
+
+def test_exact_and_sub_second_windows_are_float_windows() -> None:
+    exact = RateLimiter(((1, 1.0),), whole_seconds=False)
+    assert admit(exact, 100.48)[0]
+    assert not admit(exact, 101.2)[0] and admit(exact, 101.48)[0]
+    short = RateLimiter(((1, 0.25),))  # Laravel has no windows under a second
+    assert admit(short, 100.9)[0]
+    assert not admit(short, 101.1)[0] and admit(short, 101.15)[0]
+
+
+def test_a_refused_request_counts_on_the_limits_checked_before_the_one_that_refused() -> None:
+    limiter = RateLimiter(((2, 1.0), (3, 60.0)))
+    assert [admit(limiter, t)[0] for t in (0.1, 0.2, 1.1)] == [True, True, True]
+    minute = admit(limiter, 2.1)[1]
+    assert (minute["X-RateLimit-Limit"], minute["Retry-After"]) == ("3", "58")
+    assert admit(limiter, 2.2)[1]["X-RateLimit-Limit"] == "3"
+    # Both refusals were hits on the per-second limit (ThrottleRequests::handleRequest).
+    second = admit(limiter, 2.3)[1]
+    assert (second["X-RateLimit-Limit"], second["Retry-After"]) == ("2", "1")
+
+
+def test_a_success_carries_the_limit_with_the_fewest_left_the_first_on_a_tie() -> None:
+    limiter = RateLimiter(((3, 1.0), (4, 60.0)))
+    shown = [admit(limiter, t)[1] for t in (0.1, 1.1, 2.1)]
+    assert [(h["X-RateLimit-Limit"], h["X-RateLimit-Remaining"]) for h in shown] == [
+        ("3", "2"),  # 2 left of 3 per second, 3 of 4 per minute
+        ("3", "2"),  # a tie (2 and 2): the first limit's
+        ("4", "1"),
+    ]
+
+
+def test_a_leaky_bucket_in_front_refuses_before_laravel_counts() -> None:
+    limiter = RateLimiter(((2, 10.0),), leaky_rate=1.0)
+    assert admit(limiter, 0.0)[0]
+    allowed, headers = admit(limiter, 0.5)
+    assert not allowed and headers == {"Retry-After": "1"}
+    assert admit(limiter, 1.0)[1]["X-RateLimit-Remaining"] == "0"  # the refusal did not count
+
+
+def test_a_request_refused_by_a_later_limit_counts_on_the_earlier_ones_over_the_wire() -> None:
     config = FakeConfig(limits=((2, 0.5), (3, 30.0)))
 
     async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
@@ -222,14 +291,15 @@ def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_no
 
         first = [await get(), await get(), await get()]
         await asyncio.sleep(0.55)
-        return [*first, await get(), await get()]
+        return [*first, await get(), await get(), await get()]
 
-    ok1, ok2, short, ok3, long = with_server(config, scenario)
-    assert [r.status_code for r in (ok1, ok2, short, ok3, long)] == [200, 200, 429, 200, 429]
-    # Successes carry the last limit's headers.
-    assert [r.headers["x-ratelimit-remaining"] for r in (ok1, ok2, ok3)] == ["2", "1", "0"]
-    assert ok1.headers["x-ratelimit-limit"] == "3"
-    # The 2-per-0.5s limit tripped first; the refused request did not count on the 30 s one.
+    ok1, ok2, short, ok3, long, short_again = with_server(config, scenario)
+    statuses = [r.status_code for r in (ok1, ok2, short, ok3, long, short_again)]
+    assert statuses == [200, 200, 429, 200, 429, 429]
+    # Successes carry the limit with the fewest attempts left.
+    assert [(r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) for r in (
+        ok1, ok2, ok3
+    )] == [("2", "1"), ("2", "0"), ("3", "0")]
     assert short.json() == {"message": "Too Many Attempts."}
     assert short.headers["x-ratelimit-limit"] == "2"
     assert short.headers["x-ratelimit-remaining"] == "0"
@@ -237,6 +307,8 @@ def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_no
     assert long.headers["x-ratelimit-limit"] == "3"
     assert 29 <= int(long.headers["retry-after"]) <= 30
     assert 0 < int(long.headers["x-ratelimit-reset"]) - time.time() <= 31
+    # The 30 s limit refused `long`, but the half-second one had counted it: now that one is full.
+    assert short_again.headers["x-ratelimit-limit"] == "2"
 
 
 def test_window_opens_again_after_it_ends() -> None:
@@ -251,18 +323,18 @@ def test_window_opens_again_after_it_ends() -> None:
     assert with_server(config, scenario) == [200, 200, 200, 429] * 2
 
 
-def test_retry_after_rounds_up_to_whole_seconds() -> None:
+def test_whole_second_windows_over_the_wire_end_on_the_second_and_say_so() -> None:
     config = FakeConfig(limits=((1, 1.5),))
 
-    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> tuple[float, httpx.Response]:
+        started = time.time()
         await client.get(url_of("x"), headers=KEY)
-        return await client.get(url_of("x"), headers=KEY)
+        return started, await client.get(url_of("x"), headers=KEY)
 
-    refused = with_server(config, scenario)
-    assert refused.headers["retry-after"] == "2"
-    assert int(refused.headers["x-ratelimit-reset"]) == pytest.approx(
-        math.ceil(time.time() + 1.5), abs=1
-    )
+    started, refused = with_server(config, scenario)
+    end = math.floor(started + 1.5)
+    assert int(refused.headers["x-ratelimit-reset"]) in (end, end + 1)
+    assert refused.headers["retry-after"] in ("1", "2")
 
 
 def test_rate_headers_off_sends_none() -> None:
@@ -307,6 +379,9 @@ def test_stats_and_reset_are_neither_keyed_nor_limited() -> None:
             "by_status": {"200": 1, "401": 1, "429": 1},
             "per_identifier": {identifier: 2},
             "dropped": 0,
+            "classification_requests": 0,
+            "classification_by_status": {},
+            "classified_per_identifier": {},
         }
         assert (await client.post("/_fake/reset")).status_code == 200
         assert server.stats.requests == 0 and not server.stats.per_identifier
