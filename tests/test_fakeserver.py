@@ -14,13 +14,20 @@ import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from batchmap.fakeserver import FakeConfig, FakeServer, expected_status, heatmap_png
+from batchmap.fakeserver import (
+    FakeConfig,
+    FakeServer,
+    classification_of,
+    expected_status,
+    heatmap_png,
+)
 from batchmap.fakeserver.limits import RateLimiter
 
 T = TypeVar("T")
@@ -297,9 +304,10 @@ def test_a_request_refused_by_a_later_limit_counts_on_the_earlier_ones_over_the_
     statuses = [r.status_code for r in (ok1, ok2, short, ok3, long, short_again)]
     assert statuses == [200, 200, 429, 200, 429, 429]
     # Successes carry the limit with the fewest attempts left.
-    assert [(r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"]) for r in (
-        ok1, ok2, ok3
-    )] == [("2", "1"), ("2", "0"), ("3", "0")]
+    assert [
+        (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"])
+        for r in (ok1, ok2, ok3)
+    ] == [("2", "1"), ("2", "0"), ("3", "0")]
     assert short.json() == {"message": "Too Many Attempts."}
     assert short.headers["x-ratelimit-limit"] == "2"
     assert short.headers["x-ratelimit-remaining"] == "0"
@@ -547,3 +555,252 @@ def test_serve_announces_its_url_and_stops_cleanly_on_a_signal(signum: int) -> N
     finally:
         proc.kill()
     assert (proc.returncode, out, err) == (0, "", "")
+
+
+# --------------------------------------------------------------------------- classifications
+
+CLASSIFICATIONS = "/api/classifications"
+
+
+def ask(identifiers: list[str]) -> dict[str, list[str]]:
+    """Query parameters for the classifications endpoint, as PHP wants its arrays."""
+    return {"identifiers[]": identifiers}
+
+
+def test_classifications_answer_one_documented_object_per_known_identifier() -> None:
+    ok, empty, unknown = ids_with_status(200)[0], ids_with_status(204)[0], ids_with_status(404)[0]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        asked = ask([ok, unknown, empty, ok])
+        return [
+            await client.get(CLASSIFICATIONS, params=asked, headers=KEY),
+            await client.get("/api/classifications_image", params=asked, headers=KEY),
+        ]
+
+    main, alias = with_server(NO_LIMITS, scenario)
+    assert main.status_code == 200 and main.headers["content-type"] == "application/json"
+    assert main.json() == alias.json()
+    objects = main.json()
+    assert [o["identifier"] for o in objects] == [ok, empty]  # unknown absent, no duplicate
+    for answer in objects:
+        assert answer == classification_of(answer["identifier"])
+        assert re.fullmatch(r"[0-9a-f]{64}", answer["hash"])
+        assert answer["c2pa"] is None and answer["force_classification"] is None
+        assert answer["status"] == "done" and answer["api_version"]
+        assert answer["verdict"]["classification"] in ("artificial", "human")
+        assert 0.5 <= answer["verdict"]["confidence"] <= 1 and answer["verdict"]["models"] == []
+        assert answer["verdicts"] and answer["results"]
+    # has_heatmap agrees with the heatmap endpoint's 204s.
+    assert [o["has_heatmap"] for o in objects] == [True, False]
+
+
+def test_has_heatmap_is_false_exactly_for_the_identifiers_that_answer_204() -> None:
+    for identifier in (f"id-{n}" for n in range(2000)):
+        if expected_status(identifier) != 404:
+            answer = classification_of(identifier)
+            assert answer["has_heatmap"] == (expected_status(identifier) != 204)
+
+
+def test_classifications_validate_like_laravel_and_spend_the_quota() -> None:
+    config = FakeConfig(limits=((5, 60.0),))
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.get(
+                CLASSIFICATIONS, params=ask([f"i{n}" for n in range(101)]), headers=KEY
+            ),
+            await client.get(CLASSIFICATIONS, headers=KEY),
+            await client.get(CLASSIFICATIONS, params={"identifiers": "x"}, headers=KEY),
+            await client.get(
+                CLASSIFICATIONS, params=ask([f"i{n}" for n in range(100)]), headers=KEY
+            ),
+        ]
+
+    too_many, missing, not_array, hundred = with_server(config, scenario)
+    assert too_many.status_code == 422
+    message = "The identifiers field must not have more than 100 items."
+    assert too_many.json() == {"message": message, "errors": {"identifiers": [message]}}
+    assert too_many.headers["x-ratelimit-remaining"] == "4"  # throttled before validated
+    assert missing.json()["message"] == "The identifiers field is required."
+    assert not_array.json()["message"] == "The identifiers field must be an array."
+    assert hundred.status_code == 200 and hundred.headers["x-ratelimit-remaining"] == "1"
+
+
+def test_classifications_and_heatmaps_share_one_key_and_one_quota() -> None:
+    config = FakeConfig(limits=((3, 60.0),))
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[int]:
+        asked = ask([identifier])
+        return [
+            (await client.get(CLASSIFICATIONS, params=asked)).status_code,
+            (
+                await client.get(
+                    CLASSIFICATIONS, params=asked, headers={"X-Api-Key": "forbidden-key"}
+                )
+            ).status_code,
+            (await client.get(CLASSIFICATIONS, params=asked, headers=KEY)).status_code,
+            (await client.get(url_of(identifier), headers=KEY)).status_code,
+            (await client.get(CLASSIFICATIONS, params=asked, headers=KEY)).status_code,
+            (await client.get(url_of(identifier), headers=KEY)).status_code,
+        ]
+
+    assert with_server(config, scenario) == [401, 403, 200, 200, 200, 429]
+
+
+def test_unknown_identifiers_can_404_the_whole_request() -> None:
+    config = replace(NO_LIMITS, unknown_classifications="404")
+    known, unknown = ids_with_status(200)[0], ids_with_status(404)[0]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.get(CLASSIFICATIONS, params=ask([known, unknown]), headers=KEY),
+            await client.get(CLASSIFICATIONS, params=ask([known]), headers=KEY),
+        ]
+
+    mixed, only_known = with_server(config, scenario)
+    assert mixed.status_code == 404 and mixed.json() == {"error": "Image not found"}
+    assert [o["identifier"] for o in only_known.json()] == [known]
+
+
+def test_classifications_can_be_missing_or_oddly_shaped() -> None:
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(CLASSIFICATIONS, params=ask([identifier]), headers=KEY)
+
+    missing = with_server(replace(NO_LIMITS, classifications=False), scenario)
+    assert (missing.status_code, missing.json()) == (404, {"error": "Not Found"})
+    odd = with_server(replace(NO_LIMITS, classifications_shape="odd"), scenario)
+    assert odd.status_code == 200 and odd.json() == {"data": [classification_of(identifier)]}
+
+
+def test_pending_classifications_are_new_without_a_heatmap_and_deterministic() -> None:
+    identifiers = [i for i in (f"id-{n}" for n in range(100)) if expected_status(i) == 200]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[dict[str, object]]:
+        response = await client.get(CLASSIFICATIONS, params=ask(identifiers), headers=KEY)
+        objects: list[dict[str, object]] = response.json()
+        return objects
+
+    config = replace(NO_LIMITS, pending_rate=0.3)
+    first, second = with_server(config, scenario), with_server(config, scenario)
+    assert first == second
+    pending = [o for o in first if o["status"] == "new"]
+    assert 0.1 * len(first) < len(pending) < 0.5 * len(first)
+    assert all(o["has_heatmap"] is False and o["verdict"] is None for o in pending)
+    assert all(o["has_heatmap"] is True for o in first if o["status"] == "done")
+
+
+def test_stats_count_classification_requests_apart_and_in_the_total() -> None:
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> dict[str, object]:
+        await client.get(CLASSIFICATIONS, params=ask([identifier, "b"]), headers=KEY)
+        await client.get("/api/classifications_image", params=ask(["b"]), headers=KEY)
+        await client.get(url_of(identifier), headers=KEY)
+        stats: dict[str, object] = (await client.get("/_fake/stats")).json()
+        return stats
+
+    stats = with_server(NO_LIMITS, scenario)
+    assert stats["requests"] == 3 and stats["by_status"] == {"200": 3}
+    assert stats["per_identifier"] == {identifier: 1}
+    assert stats["classification_requests"] == 2
+    assert stats["classification_by_status"] == {"200": 2}
+    assert stats["classified_per_identifier"] == {identifier: 1, "b": 2}
+
+
+# --------------------------------------------------------------------------- outages
+
+
+def test_an_outage_answers_503_with_retry_after_then_ends() -> None:
+    config = replace(
+        NO_LIMITS, outage_at=0.05, outage_for=0.3, outage_kind="503", outage_retry_after=7
+    )
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        before = await client.get(url_of(identifier), headers=KEY)
+        await asyncio.sleep(0.1)
+        during = [
+            await client.get(url_of(identifier), headers=KEY),
+            await client.get(CLASSIFICATIONS, params=ask([identifier]), headers=KEY),
+            await client.get("/_fake/stats"),
+        ]
+        await asyncio.sleep(0.35)
+        return [before, *during, await client.get(url_of(identifier), headers=KEY)]
+
+    before, heatmap, listed, stats, after = with_server(config, scenario)
+    assert (before.status_code, after.status_code) == (200, 200)
+    for down in (heatmap, listed):
+        assert down.status_code == 503 and down.headers["retry-after"] == "7"
+    assert stats.status_code == 200  # the control paths stay up
+
+
+def test_a_refusing_outage_closes_connections_and_listens_again_on_the_same_port() -> None:
+    config = replace(NO_LIMITS, outage_at=0.05, outage_for=0.3, outage_kind="refuse")
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> list[object]:
+        port = client.base_url.port
+        assert port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.1)
+        closed = await asyncio.wait_for(reader.read(), timeout=2)  # EOF: closed by the fake
+        writer.close()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.35)
+        return [closed, (await client.get(url_of("x"), headers=KEY)).status_code]
+
+    assert with_server(config, scenario) == [b"", expected_status("x")]
+
+
+def test_a_resetting_outage_resets_connections() -> None:
+    config = replace(NO_LIMITS, outage_at=0.0, outage_for=5.0, outage_kind="reset")
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
+        await asyncio.sleep(0.05)
+        port = client.base_url.port
+        assert port is not None
+        with pytest.raises(ConnectionResetError):
+            await exchange(port, b"GET /api/classification/heatmap/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert server.stats.dropped == 1
+
+    with_server(config, scenario)
+
+
+def test_rate_limited_requests_can_get_nginx_503s() -> None:
+    config = FakeConfig(limits=((1, 60.0),), rate_limit_status=503)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.get(url_of("x"), headers=KEY) for _ in range(2)]
+
+    _, limited = with_server(config, scenario)
+    assert limited.status_code == 503 and b"nginx" in limited.content
+    assert limited.headers["x-ratelimit-limit"] == "1"
+
+
+def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import batchmap.fakeserver
+    from batchmap import cli
+
+    seen: list[FakeConfig] = []
+    monkeypatch.setattr(batchmap.fakeserver, "serve", lambda config, **_: seen.append(config))
+    args = [
+        "fake-server", "--no-classifications", "--classifications-shape", "odd",
+        "--unknown-classifications", "404", "--pending-rate", "0.2", "--outage-at", "5",
+        "--outage-for", "60", "--outage-kind", "503", "--outage-retry-after", "9",
+        "--rate-limit-status", "503", "--exact-windows",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli.cli, args)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert (config.classifications, config.classifications_shape) == (False, "odd")
+    assert (config.unknown_classifications, config.pending_rate) == ("404", 0.2)
+    assert (config.outage_at, config.outage_for, config.outage_kind) == (5.0, 60.0, "503")
+    assert (config.outage_retry_after, config.rate_limit_status) == (9, 503)
+    assert config.whole_seconds is False and config.limits == ((2, 1.0), (60, 60.0))
+    bad = CliRunner().invoke(cli.cli, ["fake-server", "--outage-at", "5"])
+    assert bad.exit_code == 2 and "outage" in bad.output
