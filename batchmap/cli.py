@@ -343,6 +343,62 @@ def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str
 @click.option("--not-png-rate", type=float, default=0.0, help="Share of 200s that are HTML.")
 @click.option("--redirect-to", default=None, help="Answer every request 302 to this origin.")
 @click.option("--seed", type=int, default=None, help="Seed for the fault dice.")
+@click.option(
+    "--exact-windows",
+    "whole_seconds",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Float windows instead of Laravel's, which end on a whole second.",
+)
+@click.option(
+    "--rate-limit-status",
+    type=click.Choice(["429", "503"]),
+    default="429",
+    show_default=True,
+    callback=lambda _ctx, _param, value: int(value),
+    help="Status of a rate-limited answer; 503 is nginx limit_req's default.",
+)
+@click.option(
+    "--no-classifications",
+    "classifications",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="No classifications endpoint: 404 like an unknown route.",
+)
+@click.option(
+    "--classifications-shape",
+    type=click.Choice(["documented", "odd"]),
+    default="documented",
+    show_default=True,
+    help='odd: a 200 in an undocumented shape ({"data": [...]}).',
+)
+@click.option(
+    "--unknown-classifications",
+    type=click.Choice(["absent", "404"]),
+    default="absent",
+    show_default=True,
+    help="Unknown identifiers are left out of the array, or 404 the whole request.",
+)
+@click.option(
+    "--pending-rate",
+    type=float,
+    default=0.0,
+    help="Share of classifications still running (status new, has_heatmap false).",
+)
+@click.option("--outage-at", type=float, default=None, help="Seconds after start an outage begins.")
+@click.option("--outage-for", type=float, default=0.0, help="Seconds the outage lasts.")
+@click.option(
+    "--outage-kind",
+    type=click.Choice(["refuse", "503", "reset"]),
+    default="refuse",
+    show_default=True,
+    help="refuse connections, answer 503, or reset connections.",
+)
+@click.option(
+    "--outage-retry-after", type=int, default=None, help="Retry-After on the outage's 503s."
+)
 def fake_server(
     host: str, port: int, limits: tuple[tuple[int, float], ...], no_limits: bool, **options: Any
 ) -> None:

@@ -14,13 +14,21 @@ import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from batchmap.fakeserver import FakeConfig, FakeServer, expected_status, heatmap_png
+from batchmap.fakeserver import (
+    FakeConfig,
+    FakeServer,
+    classification_of,
+    expected_status,
+    heatmap_png,
+)
+from batchmap.fakeserver.limits import RateLimiter
 
 T = TypeVar("T")
 KEY = {"X-Api-Key": "demo-key"}
@@ -213,7 +221,75 @@ def test_query_string_is_not_part_of_the_identifier() -> None:
 # --------------------------------------------------------------------------- rate limits
 
 
-def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_not_count() -> None:
+def admit(limiter: RateLimiter, now: float) -> tuple[bool, dict[str, str]]:
+    admission = limiter.admit(now)
+    return admission.allowed, dict(admission.headers)
+
+
+def test_a_laravel_window_ends_on_the_whole_second_after_its_first_hit() -> None:
+    limiter = RateLimiter(((2, 1.0),))
+    assert admit(limiter, 100.48)[0] and admit(limiter, 100.6)[0]
+    allowed, headers = admit(limiter, 100.9)
+    assert not allowed
+    # Laravel: timer = time() + 1 = 101; Retry-After = 101 - time(); Reset = time() + Retry-After.
+    assert headers == {
+        "X-RateLimit-Limit": "2",
+        "X-RateLimit-Remaining": "0",
+        "Retry-After": "1",
+        "X-RateLimit-Reset": "101",
+    }
+    assert admit(limiter, 101.0)[0]  # 0.52 s after the first hit, not 1 s
+
+
+def test_retry_after_counts_whole_seconds_to_the_windows_end() -> None:
+    limiter = RateLimiter(((1, 60.0),))
+    assert admit(limiter, 1000.9)[0]
+    for now, wait in ((1001.1, "59"), (1059.99, "1")):
+        allowed, headers = admit(limiter, now)
+        assert not allowed
+        assert (headers["Retry-After"], headers["X-RateLimit-Reset"]) == (wait, "1060")
+    assert admit(limiter, 1060.0)[0]
+
+
+def test_exact_and_sub_second_windows_are_float_windows() -> None:
+    exact = RateLimiter(((1, 1.0),), whole_seconds=False)
+    assert admit(exact, 100.48)[0]
+    assert not admit(exact, 101.2)[0] and admit(exact, 101.48)[0]
+    short = RateLimiter(((1, 0.25),))  # Laravel has no windows under a second
+    assert admit(short, 100.9)[0]
+    assert not admit(short, 101.1)[0] and admit(short, 101.15)[0]
+
+
+def test_a_refused_request_counts_on_the_limits_checked_before_the_one_that_refused() -> None:
+    limiter = RateLimiter(((2, 1.0), (3, 60.0)))
+    assert [admit(limiter, t)[0] for t in (0.1, 0.2, 1.1)] == [True, True, True]
+    minute = admit(limiter, 2.1)[1]
+    assert (minute["X-RateLimit-Limit"], minute["Retry-After"]) == ("3", "58")
+    assert admit(limiter, 2.2)[1]["X-RateLimit-Limit"] == "3"
+    # Both refusals were hits on the per-second limit (ThrottleRequests::handleRequest).
+    second = admit(limiter, 2.3)[1]
+    assert (second["X-RateLimit-Limit"], second["Retry-After"]) == ("2", "1")
+
+
+def test_a_success_carries_the_limit_with_the_fewest_left_the_first_on_a_tie() -> None:
+    limiter = RateLimiter(((3, 1.0), (4, 60.0)))
+    shown = [admit(limiter, t)[1] for t in (0.1, 1.1, 2.1)]
+    assert [(h["X-RateLimit-Limit"], h["X-RateLimit-Remaining"]) for h in shown] == [
+        ("3", "2"),  # 2 left of 3 per second, 3 of 4 per minute
+        ("3", "2"),  # a tie (2 and 2): the first limit's
+        ("4", "1"),
+    ]
+
+
+def test_a_leaky_bucket_in_front_refuses_before_laravel_counts() -> None:
+    limiter = RateLimiter(((2, 10.0),), leaky_rate=1.0)
+    assert admit(limiter, 0.0)[0]
+    allowed, headers = admit(limiter, 0.5)
+    assert not allowed and headers == {"Retry-After": "1"}
+    assert admit(limiter, 1.0)[1]["X-RateLimit-Remaining"] == "0"  # the refusal did not count
+
+
+def test_a_request_refused_by_a_later_limit_counts_on_the_earlier_ones_over_the_wire() -> None:
     config = FakeConfig(limits=((2, 0.5), (3, 30.0)))
 
     async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
@@ -222,14 +298,16 @@ def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_no
 
         first = [await get(), await get(), await get()]
         await asyncio.sleep(0.55)
-        return [*first, await get(), await get()]
+        return [*first, await get(), await get(), await get()]
 
-    ok1, ok2, short, ok3, long = with_server(config, scenario)
-    assert [r.status_code for r in (ok1, ok2, short, ok3, long)] == [200, 200, 429, 200, 429]
-    # Successes carry the last limit's headers.
-    assert [r.headers["x-ratelimit-remaining"] for r in (ok1, ok2, ok3)] == ["2", "1", "0"]
-    assert ok1.headers["x-ratelimit-limit"] == "3"
-    # The 2-per-0.5s limit tripped first; the refused request did not count on the 30 s one.
+    ok1, ok2, short, ok3, long, short_again = with_server(config, scenario)
+    statuses = [r.status_code for r in (ok1, ok2, short, ok3, long, short_again)]
+    assert statuses == [200, 200, 429, 200, 429, 429]
+    # Successes carry the limit with the fewest attempts left.
+    assert [
+        (r.headers["x-ratelimit-limit"], r.headers["x-ratelimit-remaining"])
+        for r in (ok1, ok2, ok3)
+    ] == [("2", "1"), ("2", "0"), ("3", "0")]
     assert short.json() == {"message": "Too Many Attempts."}
     assert short.headers["x-ratelimit-limit"] == "2"
     assert short.headers["x-ratelimit-remaining"] == "0"
@@ -237,6 +315,8 @@ def test_fixed_windows_refuse_with_the_tripped_limits_headers_and_refusals_do_no
     assert long.headers["x-ratelimit-limit"] == "3"
     assert 29 <= int(long.headers["retry-after"]) <= 30
     assert 0 < int(long.headers["x-ratelimit-reset"]) - time.time() <= 31
+    # The 30 s limit refused `long`, but the half-second one had counted it: now that one is full.
+    assert short_again.headers["x-ratelimit-limit"] == "2"
 
 
 def test_window_opens_again_after_it_ends() -> None:
@@ -251,18 +331,18 @@ def test_window_opens_again_after_it_ends() -> None:
     assert with_server(config, scenario) == [200, 200, 200, 429] * 2
 
 
-def test_retry_after_rounds_up_to_whole_seconds() -> None:
+def test_whole_second_windows_over_the_wire_end_on_the_second_and_say_so() -> None:
     config = FakeConfig(limits=((1, 1.5),))
 
-    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> tuple[float, httpx.Response]:
+        started = time.time()
         await client.get(url_of("x"), headers=KEY)
-        return await client.get(url_of("x"), headers=KEY)
+        return started, await client.get(url_of("x"), headers=KEY)
 
-    refused = with_server(config, scenario)
-    assert refused.headers["retry-after"] == "2"
-    assert int(refused.headers["x-ratelimit-reset"]) == pytest.approx(
-        math.ceil(time.time() + 1.5), abs=1
-    )
+    started, refused = with_server(config, scenario)
+    end = math.floor(started + 1.5)
+    assert int(refused.headers["x-ratelimit-reset"]) in (end, end + 1)
+    assert refused.headers["retry-after"] in ("1", "2")
 
 
 def test_rate_headers_off_sends_none() -> None:
@@ -307,6 +387,9 @@ def test_stats_and_reset_are_neither_keyed_nor_limited() -> None:
             "by_status": {"200": 1, "401": 1, "429": 1},
             "per_identifier": {identifier: 2},
             "dropped": 0,
+            "classification_requests": 0,
+            "classification_by_status": {},
+            "classified_per_identifier": {},
         }
         assert (await client.post("/_fake/reset")).status_code == 200
         assert server.stats.requests == 0 and not server.stats.per_identifier
@@ -472,3 +555,252 @@ def test_serve_announces_its_url_and_stops_cleanly_on_a_signal(signum: int) -> N
     finally:
         proc.kill()
     assert (proc.returncode, out, err) == (0, "", "")
+
+
+# --------------------------------------------------------------------------- classifications
+
+CLASSIFICATIONS = "/api/classifications"
+
+
+def ask(identifiers: list[str]) -> dict[str, list[str]]:
+    """Query parameters for the classifications endpoint, as PHP wants its arrays."""
+    return {"identifiers[]": identifiers}
+
+
+def test_classifications_answer_one_documented_object_per_known_identifier() -> None:
+    ok, empty, unknown = ids_with_status(200)[0], ids_with_status(204)[0], ids_with_status(404)[0]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        asked = ask([ok, unknown, empty, ok])
+        return [
+            await client.get(CLASSIFICATIONS, params=asked, headers=KEY),
+            await client.get("/api/classifications_image", params=asked, headers=KEY),
+        ]
+
+    main, alias = with_server(NO_LIMITS, scenario)
+    assert main.status_code == 200 and main.headers["content-type"] == "application/json"
+    assert main.json() == alias.json()
+    objects = main.json()
+    assert [o["identifier"] for o in objects] == [ok, empty]  # unknown absent, no duplicate
+    for answer in objects:
+        assert answer == classification_of(answer["identifier"])
+        assert re.fullmatch(r"[0-9a-f]{64}", answer["hash"])
+        assert answer["c2pa"] is None and answer["force_classification"] is None
+        assert answer["status"] == "done" and answer["api_version"]
+        assert answer["verdict"]["classification"] in ("artificial", "human")
+        assert 0.5 <= answer["verdict"]["confidence"] <= 1 and answer["verdict"]["models"] == []
+        assert answer["verdicts"] and answer["results"]
+    # has_heatmap agrees with the heatmap endpoint's 204s.
+    assert [o["has_heatmap"] for o in objects] == [True, False]
+
+
+def test_has_heatmap_is_false_exactly_for_the_identifiers_that_answer_204() -> None:
+    for identifier in (f"id-{n}" for n in range(2000)):
+        if expected_status(identifier) != 404:
+            answer = classification_of(identifier)
+            assert answer["has_heatmap"] == (expected_status(identifier) != 204)
+
+
+def test_classifications_validate_like_laravel_and_spend_the_quota() -> None:
+    config = FakeConfig(limits=((5, 60.0),))
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.get(
+                CLASSIFICATIONS, params=ask([f"i{n}" for n in range(101)]), headers=KEY
+            ),
+            await client.get(CLASSIFICATIONS, headers=KEY),
+            await client.get(CLASSIFICATIONS, params={"identifiers": "x"}, headers=KEY),
+            await client.get(
+                CLASSIFICATIONS, params=ask([f"i{n}" for n in range(100)]), headers=KEY
+            ),
+        ]
+
+    too_many, missing, not_array, hundred = with_server(config, scenario)
+    assert too_many.status_code == 422
+    message = "The identifiers field must not have more than 100 items."
+    assert too_many.json() == {"message": message, "errors": {"identifiers": [message]}}
+    assert too_many.headers["x-ratelimit-remaining"] == "4"  # throttled before validated
+    assert missing.json()["message"] == "The identifiers field is required."
+    assert not_array.json()["message"] == "The identifiers field must be an array."
+    assert hundred.status_code == 200 and hundred.headers["x-ratelimit-remaining"] == "1"
+
+
+def test_classifications_and_heatmaps_share_one_key_and_one_quota() -> None:
+    config = FakeConfig(limits=((3, 60.0),))
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[int]:
+        asked = ask([identifier])
+        return [
+            (await client.get(CLASSIFICATIONS, params=asked)).status_code,
+            (
+                await client.get(
+                    CLASSIFICATIONS, params=asked, headers={"X-Api-Key": "forbidden-key"}
+                )
+            ).status_code,
+            (await client.get(CLASSIFICATIONS, params=asked, headers=KEY)).status_code,
+            (await client.get(url_of(identifier), headers=KEY)).status_code,
+            (await client.get(CLASSIFICATIONS, params=asked, headers=KEY)).status_code,
+            (await client.get(url_of(identifier), headers=KEY)).status_code,
+        ]
+
+    assert with_server(config, scenario) == [401, 403, 200, 200, 200, 429]
+
+
+def test_unknown_identifiers_can_404_the_whole_request() -> None:
+    config = replace(NO_LIMITS, unknown_classifications="404")
+    known, unknown = ids_with_status(200)[0], ids_with_status(404)[0]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [
+            await client.get(CLASSIFICATIONS, params=ask([known, unknown]), headers=KEY),
+            await client.get(CLASSIFICATIONS, params=ask([known]), headers=KEY),
+        ]
+
+    mixed, only_known = with_server(config, scenario)
+    assert mixed.status_code == 404 and mixed.json() == {"error": "Image not found"}
+    assert [o["identifier"] for o in only_known.json()] == [known]
+
+
+def test_classifications_can_be_missing_or_oddly_shaped() -> None:
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> httpx.Response:
+        return await client.get(CLASSIFICATIONS, params=ask([identifier]), headers=KEY)
+
+    missing = with_server(replace(NO_LIMITS, classifications=False), scenario)
+    assert (missing.status_code, missing.json()) == (404, {"error": "Not Found"})
+    odd = with_server(replace(NO_LIMITS, classifications_shape="odd"), scenario)
+    assert odd.status_code == 200 and odd.json() == {"data": [classification_of(identifier)]}
+
+
+def test_pending_classifications_are_new_without_a_heatmap_and_deterministic() -> None:
+    identifiers = [i for i in (f"id-{n}" for n in range(100)) if expected_status(i) == 200]
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[dict[str, object]]:
+        response = await client.get(CLASSIFICATIONS, params=ask(identifiers), headers=KEY)
+        objects: list[dict[str, object]] = response.json()
+        return objects
+
+    config = replace(NO_LIMITS, pending_rate=0.3)
+    first, second = with_server(config, scenario), with_server(config, scenario)
+    assert first == second
+    pending = [o for o in first if o["status"] == "new"]
+    assert 0.1 * len(first) < len(pending) < 0.5 * len(first)
+    assert all(o["has_heatmap"] is False and o["verdict"] is None for o in pending)
+    assert all(o["has_heatmap"] is True for o in first if o["status"] == "done")
+
+
+def test_stats_count_classification_requests_apart_and_in_the_total() -> None:
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> dict[str, object]:
+        await client.get(CLASSIFICATIONS, params=ask([identifier, "b"]), headers=KEY)
+        await client.get("/api/classifications_image", params=ask(["b"]), headers=KEY)
+        await client.get(url_of(identifier), headers=KEY)
+        stats: dict[str, object] = (await client.get("/_fake/stats")).json()
+        return stats
+
+    stats = with_server(NO_LIMITS, scenario)
+    assert stats["requests"] == 3 and stats["by_status"] == {"200": 3}
+    assert stats["per_identifier"] == {identifier: 1}
+    assert stats["classification_requests"] == 2
+    assert stats["classification_by_status"] == {"200": 2}
+    assert stats["classified_per_identifier"] == {identifier: 1, "b": 2}
+
+
+# --------------------------------------------------------------------------- outages
+
+
+def test_an_outage_answers_503_with_retry_after_then_ends() -> None:
+    config = replace(
+        NO_LIMITS, outage_at=0.05, outage_for=0.3, outage_kind="503", outage_retry_after=7
+    )
+    (identifier,) = ids_with_status(200)
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        before = await client.get(url_of(identifier), headers=KEY)
+        await asyncio.sleep(0.1)
+        during = [
+            await client.get(url_of(identifier), headers=KEY),
+            await client.get(CLASSIFICATIONS, params=ask([identifier]), headers=KEY),
+            await client.get("/_fake/stats"),
+        ]
+        await asyncio.sleep(0.35)
+        return [before, *during, await client.get(url_of(identifier), headers=KEY)]
+
+    before, heatmap, listed, stats, after = with_server(config, scenario)
+    assert (before.status_code, after.status_code) == (200, 200)
+    for down in (heatmap, listed):
+        assert down.status_code == 503 and down.headers["retry-after"] == "7"
+    assert stats.status_code == 200  # the control paths stay up
+
+
+def test_a_refusing_outage_closes_connections_and_listens_again_on_the_same_port() -> None:
+    config = replace(NO_LIMITS, outage_at=0.05, outage_for=0.3, outage_kind="refuse")
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> list[object]:
+        port = client.base_url.port
+        assert port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.1)
+        closed = await asyncio.wait_for(reader.read(), timeout=2)  # EOF: closed by the fake
+        writer.close()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.35)
+        return [closed, (await client.get(url_of("x"), headers=KEY)).status_code]
+
+    assert with_server(config, scenario) == [b"", expected_status("x")]
+
+
+def test_a_resetting_outage_resets_connections() -> None:
+    config = replace(NO_LIMITS, outage_at=0.0, outage_for=5.0, outage_kind="reset")
+
+    async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
+        await asyncio.sleep(0.05)
+        port = client.base_url.port
+        assert port is not None
+        with pytest.raises(ConnectionResetError):
+            await exchange(port, b"GET /api/classification/heatmap/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert server.stats.dropped == 1
+
+    with_server(config, scenario)
+
+
+def test_rate_limited_requests_can_get_nginx_503s() -> None:
+    config = FakeConfig(limits=((1, 60.0),), rate_limit_status=503)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.get(url_of("x"), headers=KEY) for _ in range(2)]
+
+    _, limited = with_server(config, scenario)
+    assert limited.status_code == 503 and b"nginx" in limited.content
+    assert limited.headers["x-ratelimit-limit"] == "1"
+
+
+def test_cli_flags_reach_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import batchmap.fakeserver
+    from batchmap import cli
+
+    seen: list[FakeConfig] = []
+    monkeypatch.setattr(batchmap.fakeserver, "serve", lambda config, **_: seen.append(config))
+    args = [
+        "fake-server", "--no-classifications", "--classifications-shape", "odd",
+        "--unknown-classifications", "404", "--pending-rate", "0.2", "--outage-at", "5",
+        "--outage-for", "60", "--outage-kind", "503", "--outage-retry-after", "9",
+        "--rate-limit-status", "503", "--exact-windows",
+    ]  # fmt: skip
+    result = CliRunner().invoke(cli.cli, args)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert (config.classifications, config.classifications_shape) == (False, "odd")
+    assert (config.unknown_classifications, config.pending_rate) == ("404", 0.2)
+    assert (config.outage_at, config.outage_for, config.outage_kind) == (5.0, 60.0, "503")
+    assert (config.outage_retry_after, config.rate_limit_status) == (9, 503)
+    assert config.whole_seconds is False and config.limits == ((2, 1.0), (60, 60.0))
+    bad = CliRunner().invoke(cli.cli, ["fake-server", "--outage-at", "5"])
+    assert bad.exit_code == 2 and "outage" in bad.output

@@ -1,0 +1,393 @@
+"""The fake identifAI server: routing, keys, the shared rate limit, faults, outages and stats."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import signal
+import time
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from urllib.parse import unquote
+
+from batchmap.fakeserver import classifications
+from batchmap.fakeserver.config import FakeConfig, OutageKind
+from batchmap.fakeserver.heatmaps import expected_status, heatmap_png
+from batchmap.fakeserver.http import (
+    MAX_HEAD,
+    BadRequest,
+    Reply,
+    Request,
+    encode_head,
+    json_reply,
+    path_and_query,
+    read_request,
+    reset,
+    send,
+)
+from batchmap.fakeserver.limits import Headers, RateLimiter
+
+HEATMAP_PREFIXES = ("/api/classification/heatmap/", "/api/classification_image/heatmap/")
+STATS_PATH = "/_fake/stats"
+RESET_PATH = "/_fake/reset"
+
+_BACKLOG = 1024
+
+_PROXY_ERROR_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+    b"<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body>"
+    b"</html>\n"
+)
+# nginx's limit_req refuses with 503 and its stock error page unless limit_req_status is set.
+_NGINX_503_PAGE = (
+    b"<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n"
+    b"<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n"
+    b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+_UNAUTHORIZED = json_reply(401, {"error": "Unauthorized"})
+_FORBIDDEN = json_reply(403, {"error": "Forbidden"})
+_NOT_FOUND_ROUTE = json_reply(404, {"error": "Not Found"})
+_NOT_FOUND_IMAGE = json_reply(404, {"error": "Image not found"})
+_NOT_ALLOWED = json_reply(405, {"error": "Method Not Allowed"}, headers=(("Allow", "GET"),))
+_NOT_ALLOWED_RESET = replace(_NOT_ALLOWED, headers=(("Allow", "GET, POST"),))
+_TOO_MANY = json_reply(429, {"message": "Too Many Attempts."})
+_UNAVAILABLE = json_reply(503, {"message": "Service Unavailable"})
+_NO_HEATMAP = Reply(204)
+_DROP = Reply(0, drop=True)
+_RESET = Reply(0, reset=True)
+
+
+def _identifier_of(path: str) -> str | None:
+    """The percent-decoded identifier of a heatmap path; dot segments are kept as they are."""
+    for prefix in HEATMAP_PREFIXES:
+        if path.startswith(prefix) and len(path) > len(prefix):
+            return unquote(path[len(prefix) :])
+    return None
+
+
+@dataclass
+class FakeStats:
+    """What the fake has answered since it started or was last reset (control paths excluded).
+
+    `requests` and `by_status` count every API request, classifications included (one quota);
+    the `classification_*` fields count the classifications endpoint on its own.
+    """
+
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    per_identifier: collections.Counter[str] = field(default_factory=collections.Counter)
+    dropped: int = 0  # connections closed or reset without an answer; not in by_status
+    classification_requests: int = 0
+    classification_by_status: dict[int, int] = field(default_factory=dict)
+    classified_per_identifier: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def record(self, reply: Reply) -> None:
+        """Count one answered (or dropped) API request."""
+        self.requests += 1
+        if reply.drop or reply.reset:
+            self.dropped += 1
+        else:
+            self.by_status[reply.status] = self.by_status.get(reply.status, 0) + 1
+
+    def record_classification(self, reply: Reply) -> None:
+        """Count one request to the classifications endpoint, after `record`."""
+        self.classification_requests += 1
+        if not (reply.drop or reply.reset):
+            by_status = self.classification_by_status
+            by_status[reply.status] = by_status.get(reply.status, 0) + 1
+
+    def reset(self) -> None:
+        """Zero everything in place, so references held by tests stay live."""
+        self.requests = self.dropped = self.classification_requests = 0
+        self.by_status.clear()
+        self.per_identifier.clear()
+        self.classification_by_status.clear()
+        self.classified_per_identifier.clear()
+
+    def as_json(self) -> dict[str, object]:
+        """The body of GET /_fake/stats."""
+        return {
+            "requests": self.requests,
+            "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
+            "per_identifier": dict(self.per_identifier),
+            "dropped": self.dropped,
+            "classification_requests": self.classification_requests,
+            "classification_by_status": {
+                str(status): n for status, n in sorted(self.classification_by_status.items())
+            },
+            "classified_per_identifier": dict(self.classified_per_identifier),
+        }
+
+
+class FakeServer:
+    """The identifAI API on a local socket, with limits, faults and outages from a FakeConfig."""
+
+    def __init__(self, config: FakeConfig) -> None:
+        self.config = config
+        self.stats = FakeStats()
+        self._limiter = RateLimiter(
+            config.limits,
+            whole_seconds=config.whole_seconds,
+            leaky_rate=config.leaky_rate,
+            leaky_burst=config.leaky_burst,
+            headers=config.rate_headers,
+        )
+        self._random = random.Random(config.seed)
+        self._server: asyncio.Server | None = None
+        self._address: tuple[str, int] = ("127.0.0.1", 0)
+        self._connections: set[asyncio.Task[None]] = set()
+        self._outage_task: asyncio.Task[None] | None = None
+        self.outage: OutageKind | None = None  # the outage going on now, if any
+        self._outage_reply = _UNAVAILABLE
+        if config.outage_retry_after is not None:
+            retry = (("Retry-After", str(config.outage_retry_after)),)
+            self._outage_reply = replace(_UNAVAILABLE, headers=retry)
+        self._rate_limited = _TOO_MANY
+        if config.rate_limit_status == 503:
+            self._rate_limited = Reply(503, _NGINX_503_PAGE, "text/html")
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen on host:port (0 picks a free port) and return the bound port."""
+        self._address = (host, port)
+        await self._listen()
+        if self.config.outage_at is not None:
+            self._outage_task = asyncio.get_running_loop().create_task(self._scheduled_outage())
+        return self._address[1]
+
+    async def _listen(self) -> None:
+        host, port = self._address
+        self._server = await asyncio.start_server(
+            self._accept, host, port, limit=MAX_HEAD, backlog=_BACKLOG
+        )
+        self._address = (host, self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop listening and end every open connection, including ones waiting on latency."""
+        if self._outage_task is not None:
+            self._outage_task.cancel()
+            await asyncio.gather(self._outage_task, return_exceptions=True)
+            self._outage_task = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        await self._end_connections()
+        if server is not None:
+            await server.wait_closed()
+
+    async def _end_connections(self) -> None:
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+
+    # -- outages -------------------------------------------------------------------------
+
+    async def _scheduled_outage(self) -> None:
+        """The configured outage: wait for its start, go down, come back after its length."""
+        assert self.config.outage_at is not None
+        await asyncio.sleep(self.config.outage_at)
+        await self.begin_outage(self.config.outage_kind)
+        await asyncio.sleep(self.config.outage_for)
+        await self.end_outage()
+
+    async def begin_outage(self, kind: OutageKind) -> None:
+        """Go down: refuse connections (stop listening, close open ones), answer 503, or reset."""
+        self.outage = kind
+        if kind == "refuse":
+            server, self._server = self._server, None
+            if server is not None:
+                server.close()
+            await self._end_connections()
+
+    async def end_outage(self) -> None:
+        """Come back, listening again on the same port after a `refuse` outage."""
+        if self.outage == "refuse" and self._server is None:
+            await self._listen()
+        self.outage = None
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve a new connection in a task of our own, so close() can end it quietly.
+
+        (A coroutine callback would run in asyncio's task, which logs a traceback when a
+        cancelled connection is torn down, e.g. by asyncio.run at exit.)
+        """
+        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer requests on one connection until either side closes it."""
+        try:
+            while await self._serve_one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away mid-request or mid-answer: not the server's problem
+        finally:
+            writer.close()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Read and answer one request; False when the connection should close."""
+        try:
+            request = await read_request(reader)
+        except BadRequest as error:
+            refusal = json_reply(error.status, {"error": HTTPStatus(error.status).phrase})
+            writer.write(encode_head(refusal, keep_alive=False) + refusal.body)
+            await writer.drain()
+            return False
+        if request is None:
+            return False
+        if self.outage == "reset" and not request.target.startswith("/_fake/"):
+            self.stats.record(_RESET)
+            reset(writer)
+            return False
+        return await send(writer, self._answer(request), keep_alive=request.keep_alive)
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _answer(self, request: Request) -> Reply:
+        """Route a request: control paths, or the API with stats, latency and faults."""
+        path, query = path_and_query(request.target)
+        if path in (STATS_PATH, RESET_PATH):
+            return self._control(request.method, path)
+        identifier = _identifier_of(path)
+        if identifier is not None:
+            reply = self._heatmap_request(request, identifier)
+            self.stats.record(reply)
+        elif path in classifications.CLASSIFICATIONS_PATHS:
+            reply = self._classifications_request(request, query)
+            self.stats.record(reply)
+            self.stats.record_classification(reply)
+        else:
+            reply = self._outage_reply if self.outage == "503" else _NOT_FOUND_ROUTE
+            self.stats.record(reply)
+        if self.config.latency > 0:
+            reply = replace(reply, delay=self.config.latency)
+        return reply
+
+    def _control(self, method: str, path: str) -> Reply:
+        """The unauthenticated, unlimited /_fake/ endpoints tests and benchmarks use."""
+        if path == STATS_PATH:
+            return json_reply(200, self.stats.as_json()) if method == "GET" else _NOT_ALLOWED
+        if method not in ("GET", "POST"):
+            return _NOT_ALLOWED_RESET
+        self.stats.reset()
+        return json_reply(200, {"reset": True})
+
+    def _gate(self, request: Request) -> Reply | Headers:
+        """Redirect, key and rate limit, in the order a request meets them.
+
+        Returns the answer that stops the request here, or the rate headers to send with it.
+        """
+        if self.config.redirect_to is not None:
+            location = self.config.redirect_to + request.target
+            return Reply(302, headers=(("Location", location),))
+        key = request.headers.get("x-api-key")
+        if key != self.config.valid_key:
+            return _FORBIDDEN if key == self.config.forbidden_key else _UNAUTHORIZED
+        admission = self._limiter.admit(time.time())
+        if not admission.allowed:
+            return replace(self._rate_limited, headers=admission.headers)
+        return admission.headers
+
+    def _heatmap_request(self, request: Request, identifier: str) -> Reply:
+        """GET a heatmap: the gate, then faults and the answer."""
+        if self.outage == "503":
+            return self._outage_reply  # a maintenance page in front: nothing reaches Laravel
+        if request.method != "GET":
+            return _NOT_ALLOWED
+        if request.headers.get("x-api-key") == self.config.valid_key:
+            self.stats.per_identifier[identifier] += 1
+        gate = self._gate(request)
+        if isinstance(gate, Reply):
+            return gate
+        return replace(self._faulty() or self._heatmap(identifier), headers=gate)
+
+    def _heatmap(self, identifier: str) -> Reply:
+        status = expected_status(identifier)
+        if status == 204:
+            return _NO_HEATMAP
+        if status == 404:
+            return _NOT_FOUND_IMAGE
+        png = heatmap_png(identifier)
+        return Reply(200, png, "image/png", truncate=self._roll(self.config.truncate_rate))
+
+    def _classifications_request(self, request: Request, query: str) -> Reply:
+        """GET classifications: like a heatmap request (same key, same quota), up to 100 ids."""
+        config = self.config
+        if self.outage == "503":
+            return self._outage_reply
+        if not config.classifications:
+            return _NOT_FOUND_ROUTE
+        if request.method != "GET":
+            return _NOT_ALLOWED
+        try:
+            identifiers: list[str] | None = classifications.parse_identifiers(query)
+            invalid = ""
+        except classifications.ValidationFailed as error:
+            identifiers, invalid = None, str(error)
+        if identifiers and request.headers.get("x-api-key") == config.valid_key:
+            self.stats.classified_per_identifier.update(identifiers)
+        gate = self._gate(request)
+        if isinstance(gate, Reply):
+            return gate
+        # The throttle middleware runs before the controller validates: a 422 spends a request.
+        if identifiers is None:
+            return json_reply(422, classifications.validation_body(invalid), headers=gate)
+        fault = self._faulty()
+        if fault is not None:
+            return replace(fault, headers=gate)
+        known = [i for i in identifiers if classifications.is_known(i)]
+        if len(known) < len(identifiers) and config.unknown_classifications == "404":
+            return replace(_NOT_FOUND_IMAGE, headers=gate)
+        odd = config.classifications_shape == "odd"
+        body = classifications.answer_body(known, pending_rate=config.pending_rate, odd=odd)
+        truncate = self._roll(config.truncate_rate)
+        return Reply(200, body, "application/json", gate, truncate=truncate)
+
+    def _faulty(self) -> Reply | None:
+        """A fault that replaces an admitted request's answer, if the dice say so."""
+        if self._roll(self.config.drop_rate):
+            return _DROP
+        if self._roll(self.config.error_rate):
+            return _UNAVAILABLE
+        if self._roll(self.config.not_png_rate):
+            return Reply(200, _PROXY_ERROR_PAGE, "text/html; charset=utf-8")
+        return None
+
+    def _roll(self, rate: float) -> bool:
+        """True with probability `rate`; draws nothing when the fault is off."""
+        return rate > 0 and self._random.random() < rate
+
+
+# --------------------------------------------------------------------------- blocking entry
+
+
+def serve(config: FakeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Run the fake in the foreground until SIGINT or SIGTERM, then close it cleanly."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_until_signalled(config, host=host, port=port))
+
+
+async def _serve_until_signalled(config: FakeConfig, *, host: str, port: int) -> None:
+    """Start, announce the URL on one stdout line, and wait for a stop signal."""
+    server = FakeServer(config)
+    bound = await server.start(host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"batchmap fake-server listening on http://{shown}:{bound}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await server.close()

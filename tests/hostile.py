@@ -1,0 +1,465 @@
+"""A small HTTP/1.1 server that misbehaves on purpose, for tests. Not batchmap's fake server.
+
+A handler decides, per request, what to do: answer a `Reply` (status, headers, a body of bytes
+or an async iterator of chunks, late or trickled), `Drop` the connection or `Reset` it. Every
+request is recorded, so a test can check what a client sent.
+
+    async with HostileServer(storm_429(seconds=10)) as server:
+        ...  # server.url, server.requests
+
+    server = HostileServer(fake_heatmaps())
+    with hostile_in_thread(server) as url:  # for a CLI in a subprocess
+        subprocess.run([..., "--base-url", url])
+        server.refuse_for(5.0)  # the port refuses connections for 5 s
+    assert not any("x-api-key" in r.headers for r in server.requests)
+
+Only 127.0.0.1 by default; nothing here talks to any other address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import inspect
+import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import unquote
+
+from batchmap.fakeserver import HEATMAP_PREFIXES, expected_status, heatmap_png
+
+GiB = 1024**3
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TOO_MANY = json.dumps({"message": "Too Many Attempts."}).encode()
+# Values a careless or hostile server sends as Retry-After; none of them is a usable wait.
+GARBAGE_RETRY_AFTER = ("inf", "1e400", "-1", "nan", "soon", "", "Wed, 99 Foo 2026 25:61:00 GMT")
+
+_MAX_HEAD = 64 * 1024
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as it arrived: header names lower-cased, `at` on time.monotonic()."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    at: float
+    index: int  # 0 for the first request this server saw
+
+    @property
+    def path(self) -> str:
+        """The raw path, without query."""
+        return self.target.partition("?")[0]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer. `length` None: len(body) for bytes, none for an iterator (ends at close)."""
+
+    status: int = 200
+    headers: Sequence[tuple[str, str]] = ()
+    body: bytes | AsyncIterable[bytes] = b""
+    length: int | None = None
+    delay: float = 0.0  # seconds before the status line
+    trickle: float = 0.0  # seconds between pieces of the body
+    piece: int = 1024  # bytes per piece when trickling
+    close: bool = False  # close the connection after answering
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Close the connection without answering, after `delay` seconds."""
+
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Reset the connection (TCP RST) without answering, after `delay` seconds."""
+
+    delay: float = 0.0
+
+
+Action = Reply | Drop | Reset
+Handler = Callable[[Request], Action | Awaitable[Action]]
+
+
+@dataclass
+class HostileServer:
+    """Serves `handler` on host:port (0 picks a free port) until closed; records every request."""
+
+    handler: Handler
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Request] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    _relisten: asyncio.TimerHandle | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        """http://host:port, once started."""
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> HostileServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Listen, keeping the port for later restarts."""
+        self._loop = asyncio.get_running_loop()
+        await self.start_listening()
+
+    async def start_listening(self) -> None:
+        """Listen (again) on the same port."""
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._accept, self.host, self.port, limit=_MAX_HEAD
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    def stop_listening(self) -> None:
+        """Refuse new connections and close the open ones; call on the server's loop."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in self._connections:
+            task.cancel()
+
+    def refuse_for(self, seconds: float) -> None:
+        """Refuse connections for `seconds`, then listen again; callable from any thread.
+
+        Returns once the port refuses.
+        """
+        loop = self._loop
+        assert loop is not None, "start the server first"
+
+        def begin() -> None:
+            self.stop_listening()
+            self._relisten = loop.call_later(seconds, self._spawn_relisten)
+
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:
+                begin()
+                return
+        done = threading.Event()
+
+        def begin_and_tell() -> None:
+            begin()
+            done.set()
+
+        loop.call_soon_threadsafe(begin_and_tell)
+        done.wait(10)
+
+    def _spawn_relisten(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.start_listening())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop listening and end every connection."""
+        if self._relisten is not None:
+            self._relisten.cancel()
+        for task in self._tasks:
+            task.cancel()
+        server = self._server
+        self.stop_listening()
+        await asyncio.gather(*self._connections, *self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request = await self._read(reader)
+                if request is None:
+                    break
+                action = self.handler(request)
+                if inspect.isawaitable(action):
+                    action = await action
+                if not await _perform(writer, action, request):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader) -> Request | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, _ = [*lines[0].split(" ", 2), "", ""][:3]
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = value.strip()
+        length = headers.get("content-length", "0")
+        if length.isdigit() and int(length):
+            await reader.readexactly(int(length))
+        request = Request(method, target, headers, time.monotonic(), len(self.requests))
+        self.requests.append(request)
+        return request
+
+
+async def _perform(writer: asyncio.StreamWriter, action: Action, request: Request) -> bool:
+    """Carry out one action; True if the connection stays open for another request."""
+    if action.delay > 0:
+        await asyncio.sleep(action.delay)
+    if isinstance(action, Drop):
+        return False
+    if isinstance(action, Reset):
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+        writer.transport.abort()
+        return False
+    body = action.body
+    length = len(body) if isinstance(body, bytes) and action.length is None else action.length
+    if action.status in (204, 304):
+        body, length = b"", 0  # no body and no Content-Length (RFC 9110, 8.6)
+    names = {name.lower() for name, _ in action.headers}
+    close = action.close or length is None or "close" in request.headers.get("connection", "")
+    try:
+        phrase = HTTPStatus(action.status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {action.status} {phrase}", *(f"{n}: {v}" for n, v in action.headers)]
+    if length is not None and "content-length" not in names and action.status not in (204, 304):
+        lines.append(f"Content-Length: {length}")
+    if close:
+        lines.append("Connection: close")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    sent = 0
+    async for chunk in _pieces(body, action):
+        writer.write(chunk)
+        sent += len(chunk)
+        await writer.drain()
+    await writer.drain()
+    return not close and sent == length
+
+
+async def _pieces(body: bytes | AsyncIterable[bytes], reply: Reply) -> AsyncIterator[bytes]:
+    """The body in the pieces it goes out in, trickled if asked."""
+    chunks = _once(body) if isinstance(body, bytes) else body
+    async for chunk in chunks:
+        if reply.trickle <= 0:
+            yield chunk
+            continue
+        for start in range(0, len(chunk), reply.piece):
+            yield chunk[start : start + reply.piece]
+            await asyncio.sleep(reply.trickle)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+@contextlib.contextmanager
+def hostile_in_thread(handler: Handler | HostileServer) -> Iterator[str]:
+    """Run a hostile server on a loop in a background thread; yields its URL.
+
+    Pass a HostileServer (rather than a handler) to read its `requests` or call `refuse_for`.
+    """
+    server = handler if isinstance(handler, HostileServer) else HostileServer(handler)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="hostile-server", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=10)
+        yield server.url
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(server.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+# --------------------------------------------------------------------------- ready-made handlers
+
+
+def fake_heatmaps(*, key: str = "demo-key") -> Handler:
+    """Answer heatmap requests as batchmap's fake does (no limits), so a CLI run can finish."""
+
+    def handle(request: Request) -> Action:
+        path = request.path
+        prefix = next((p for p in HEATMAP_PREFIXES if path.startswith(p)), None)
+        if prefix is None or len(path) == len(prefix):
+            return json_reply(404, {"error": "Not Found"})
+        if request.headers.get("x-api-key") != key:
+            return json_reply(401, {"error": "Unauthorized"})
+        identifier = unquote(path[len(prefix) :])
+        status = expected_status(identifier)
+        if status == 200:
+            return Reply(200, (("Content-Type", "image/png"),), heatmap_png(identifier))
+        if status == 204:
+            return Reply(204, length=0)
+        return json_reply(404, {"error": "Image not found"})
+
+    return handle
+
+
+def json_reply(status: int, payload: object, *, headers: Sequence[tuple[str, str]] = ()) -> Reply:
+    """A JSON answer."""
+    body = json.dumps(payload).encode()
+    return Reply(status, (("Content-Type", "application/json"), *headers), body)
+
+
+def storm(reply: Reply, *, seconds: float, then: Handler | None = None) -> Handler:
+    """Answer `reply` from the first request on, for `seconds`; then hand over to `then`."""
+    after = then or fake_heatmaps()
+    started: list[float] = []
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        if not started:
+            started.append(request.at)
+        return reply if request.at - started[0] < seconds else after(request)
+
+    return handle
+
+
+def storm_429(
+    *, seconds: float = 10.0, retry_after: str = "3", then: Handler | None = None
+) -> Handler:
+    """429s with Retry-After and no rate headers, as a proxy or WAF sends them."""
+    headers = (("Content-Type", "application/json"), ("Retry-After", retry_after))
+    return storm(Reply(429, headers, TOO_MANY), seconds=seconds, then=then)
+
+
+def storm_503(
+    *, seconds: float = 10.0, retry_after: str | None = "5", then: Handler | None = None
+) -> Handler:
+    """503s (a deploy, an overloaded backend), with Retry-After unless it is None."""
+    headers = () if retry_after is None else (("Retry-After", retry_after),)
+    return storm(json_reply(503, {"message": "Service Unavailable"}, headers=headers),
+                 seconds=seconds, then=then)  # fmt: skip
+
+
+def retry_after(
+    value: str, *, status: int = 429, times: int = 1, then: Handler | None = None
+) -> Handler:
+    """The first `times` requests get `status` with `Retry-After: value`; then `then`."""
+    after = then or fake_heatmaps()
+    reply = Reply(status, (("Retry-After", value), ("Content-Type", "application/json")), TOO_MANY)
+    return lambda request: reply if request.index < times else after(request)
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An HTTP-date (RFC 9110, 5.6.7) `seconds_from_now` seconds away, for Retry-After."""
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+def zero_limit(*, limit: str = "0", per_second: int = 5, then: Handler | None = None) -> Handler:
+    """A whole-second limit of `per_second` whose headers always claim X-RateLimit-Limit `limit`."""
+    after = then or fake_heatmaps()
+    counts: dict[int, int] = {}
+
+    async def handle(request: Request) -> Action:
+        second = int(request.at)
+        counts[second] = counts.get(second, 0) + 1
+        rate = (("X-RateLimit-Limit", limit), ("X-RateLimit-Remaining", "0"))
+        if counts[second] > per_second:
+            return Reply(429, (*rate, ("Retry-After", "1")), TOO_MANY)
+        answer = after(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if isinstance(answer, Reply):
+            return Reply(answer.status, (*answer.headers, *rate), answer.body, answer.length)
+        return answer
+
+    return handle
+
+
+def huge_body(
+    *, size: int | None = 2 * GiB, declare_length: bool = True, content_type: str = "image/png"
+) -> Handler:
+    """A 200 whose body is `size` bytes (a PNG signature, then zeros); None: endless."""
+
+    def handle(_: Request) -> Action:
+        length = size if declare_length else None
+        return Reply(200, (("Content-Type", content_type),), _zeros(size), length)
+
+    return handle
+
+
+async def _zeros(size: int | None) -> AsyncIterator[bytes]:
+    block = bytes(256 * 1024)
+    yield PNG_SIGNATURE
+    left = None if size is None else size - len(PNG_SIGNATURE)
+    while left is None or left > 0:
+        chunk = block if left is None or left >= len(block) else block[:left]
+        yield chunk
+        if left is not None:
+            left -= len(chunk)
+
+
+_BOMB_BLOCK = 1024 * 1024
+
+
+@functools.cache
+def _bomb_parts() -> tuple[bytes, bytes, bytes]:
+    """The gzip header + first block, each further block, and the final empty block."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(_BOMB_BLOCK)
+    first = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    # A full flush forgets the history, so every later identical block compresses the same.
+    repeat = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    final = zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)
+    return first, repeat, final
+
+
+def gzip_bomb(*, inflated: int = 2 * GiB) -> Handler:
+    """A 200 image/png, Content-Encoding gzip: about 2 MB that inflate to `inflated` zero bytes."""
+    blocks = max(1, inflated // _BOMB_BLOCK)
+    first, repeat, final = _bomb_parts()
+    length = len(first) + (blocks - 1) * len(repeat) + len(final) + 8
+
+    async def body() -> AsyncIterator[bytes]:
+        zeros = bytes(_BOMB_BLOCK)
+        crc = zlib.crc32(zeros)
+        yield first
+        for _ in range(blocks - 1):
+            crc = zlib.crc32(zeros, crc)  # computed as it goes: a client that stops pays nothing
+            yield repeat
+        size = blocks * _BOMB_BLOCK
+        yield final + struct.pack("<II", crc, size & 0xFFFFFFFF)
+
+    def handle(_: Request) -> Action:
+        headers = (("Content-Type", "image/png"), ("Content-Encoding", "gzip"))
+        return Reply(200, headers, body(), length)
+
+    return handle
+
+
+_HTML = b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head><body>Hello</body></html>\n"
+
+
+def html_200() -> Handler:
+    """A 200 text/html page for every request, as a captive portal or a misrouted proxy sends."""
+    reply = Reply(200, (("Content-Type", "text/html; charset=utf-8"),), _HTML)
+    return lambda _: reply
