@@ -190,7 +190,11 @@ def write_html(
     handle.write("<main>\n")
     handle.write(_story_section(story, facts, now=moment))
     handle.write(_grid_section(tiles, heatmaps, shown_verdicts, verdicts))
-    handle.write(_failures_section(failures, seen[JobState.FAILED], groups, examples))
+    handle.write(
+        _failures_section(
+            failures, seen[JobState.FAILED], groups, examples, facts.get("top_errors") or []
+        )
+    )
     handle.write(_no_heatmap_section(seen[JobState.NO_HEATMAP]))
     handle.write("</main>\n")
     handle.write(
@@ -535,11 +539,15 @@ def _eta_words(estimate: timeline.Eta | None, *, now: float) -> tuple[str, str]:
     )
     finish = estimate.finish_at(now)
     if estimate.seconds is None or finish is None or not math.isfinite(finish):
-        return "&ndash;", f"{estimate.remaining:,} rows left and no recent finishes"
+        return "&ndash;", f"{_rows(estimate.remaining)} left and no recent finishes"
     return (
         f"in {timeline.human_seconds(estimate.seconds)}",
-        f"{estimate.remaining:,} rows left at {rate}; about {timeline.iso(finish)} if running now",
+        f"{_rows(estimate.remaining)} left at {rate}; about {timeline.iso(finish)} if running now",
     )
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
 def _answers_bar(sums: timeline.Totals) -> str:
@@ -620,7 +628,10 @@ def _grid_section(
         )
     classified = {k: n for k, n in everywhere.items() if k != "none"}
     if classified:
-        summary = " · ".join(f"{escape(k)}: {n:,}" for k, n in everywhere.most_common())
+        summary = " · ".join(
+            f"{'no verdict' if k == 'none' else escape(k)}: {n:,}"
+            for k, n in everywhere.most_common()
+        )
         parts.append(f'<p class="note">verdicts of every row in this report: {summary}</p>\n')
     parts.append('<div class="tools">')
     parts.append(_filter_input("tiles", "filter heatmaps by identifier, name or verdict"))
@@ -646,7 +657,11 @@ def _verdict_button(key: str, label: str, *, pressed: bool) -> str:
 
 
 def _failures_section(
-    rows: list[str], failed: int, groups: Counter[str], examples: dict[str, str]
+    rows: list[str],
+    failed: int,
+    groups: Counter[str],
+    examples: dict[str, str],
+    top: Sequence[dict[str, Any]],
 ) -> str:
     parts = ['<section id="failures">\n<h2>Failures</h2>\n<div class="panel">\n']
     if not failed:
@@ -666,6 +681,14 @@ def _failures_section(
             + "</div>\n"
         )
     parts.append("</div>\n")
+    if top:
+        parts.append('<p class="note">most frequent errors in the job:</p>\n<ul class="errors">\n')
+        parts.extend(
+            f'<li><span class="count">{int(item["count"]):,}&times;</span> '
+            f"{escape(str(item['error'] or '(no message)'))}</li>\n"
+            for item in top
+        )
+        parts.append("</ul>\n")
     if failed > len(rows):
         parts.append(
             f'<p class="note">showing the first {len(rows):,} of {failed:,} failed rows; '

@@ -49,7 +49,7 @@ def bar_chart(
 
     parts = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
+        f'aria-label="{escape(label)}">'
     ]
     for span in spans:
         left, right = max(span.start, t0), min(span.end, t1)
