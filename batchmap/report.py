@@ -78,8 +78,11 @@ def read_history(store: Store) -> History:
     )
 
 
-def status_facts(store: Store, *, now: float | None = None) -> dict[str, Any]:
-    """Everything `batchmap status` shows, as JSON-ready data (every number finite)."""
+def status_facts(store: Store, *, now: float | None = None, story: bool = True) -> dict[str, Any]:
+    """Everything `batchmap status` shows, as JSON-ready data (every number finite).
+
+    `story=False` leaves out the timeline's story (the HTML report draws its own).
+    """
     counts = store.counts()
     by_status, last_activity = store.activity()
     pacer = store.get_meta("pacer") or {}
@@ -105,8 +108,9 @@ def status_facts(store: Store, *, now: float | None = None) -> dict[str, Any]:
         "learned_limits": _learned_limits(pacer.get("windows")),
         "pacer_rate": timeline.finite(pacer.get("rate")),
     }
-    remaining = counts[JobState.PENDING] + counts[JobState.RUNNING]
-    facts.update(story_facts(read_history(store), remaining=remaining, now=moment))
+    if story:
+        remaining = counts[JobState.PENDING] + counts[JobState.RUNNING]
+        facts.update(story_facts(read_history(store), remaining=remaining, now=moment))
     return facts
 
 
@@ -216,7 +220,7 @@ def export(
     return write_html(
         rows,
         handle,
-        facts=status_facts(store, now=moment),
+        facts=status_facts(store, now=moment, story=False),
         history=read_history(store),
         report_dir=base,
         now=moment,

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
@@ -203,8 +204,15 @@ def finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+@lru_cache(maxsize=1 << 16)
+def _parse_minute(text: str) -> float | None:
+    return parse_time(text)
+
+
 def _minute_of(row: Row) -> float | None:
-    return parse_time(row.get("minute"))
+    # A report parses each of ~17,000 minutes several times: the cache makes that once.
+    minute = row.get("minute")
+    return _parse_minute(minute) if isinstance(minute, str) else None
 
 
 def _int(row: Row, key: str) -> int:
