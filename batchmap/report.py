@@ -332,3 +332,52 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def story_lines(facts: dict[str, Any]) -> list[str]:
+    """The timeline's story from `status_facts`, as lines for the terminal (`batchmap status`)."""
+    lines = []
+    day = facts.get("last_24h") or {}
+    per_hour = day.get("finishes_per_hour") or []
+    if any(per_hour):
+        lines.append(
+            f"last 24h  {day['sparkline']}  {sum(per_hour):,} finished, "
+            f"at most {max(per_hour):,} in an hour (since {day['start']})"
+        )
+    requests = facts.get("requests") or {}
+    if requests.get("total"):
+        per_row = requests.get("per_finished_row")
+        lines.append(
+            f"requests: {requests['total']:,}, {100 * requests['rate_limited_share']:.2g}% "
+            "answered 429" + (f", {per_row:.2f} per finished row" if per_row is not None else "")
+        )
+    eta = facts.get("eta")
+    if eta and eta.get("remaining") and eta.get("seconds") is not None:
+        lines.append(
+            f"ETA: {timeline.human_seconds(eta['seconds'])} for {eta['remaining']:,} rows at "
+            f"{eta['rate_per_hour']:,.0f} rows/hour (about {eta['finish_at']} if running)"
+        )
+    for stall in facts.get("stalls") or []:
+        reasons = "; ".join(stall.get("reasons") or {})
+        word = {"outage": "outage", "pause": "paused", "idle": "not running"}[stall["kind"]]
+        lines.append(
+            f"{word} {stall['start']} to {stall['end']}" + (f": {reasons}" if reasons else "")
+        )
+    last = (facts.get("runs") or {}).get("last")
+    if last:
+        end = (
+            f"ended {last['ended_at']}, exit {last['exit_code']} ({last['meaning']})"
+            if last.get("ended_at")
+            else "no end recorded (running, or killed)"
+        )
+        lines.append(f"last run: {last['run_id']}, started {last['started_at']}, {end}")
+    verdicts = facts.get("verdicts") or {}
+    if verdicts:
+        lines.append("verdicts: " + " · ".join(f"{k}: {n:,}" for k, n in verdicts.items()))
+    limits = facts.get("learned_limits") or []
+    if limits:
+        lines.append(
+            "learned limits: "
+            + ", ".join(f"{item['limit']} per {item['window_seconds']:g}s" for item in limits)
+        )
+    return lines

@@ -249,3 +249,26 @@ def test_the_seam_reads_an_empty_history_from_a_store_without_v2(tmp_path: Path)
     with closing(Store(tmp_path / "jobs.db")) as plain:
         history = report.read_history(plain)
     assert (list(history.runs), list(history.minutes), dict(history.verdicts)) == ([], [], {})
+
+
+def test_status_tells_the_story_in_lines_for_the_terminal(job: StoreV2) -> None:
+    job.set_meta("pacer", {"windows": {"60": 60.0, "2": 1.0}})
+
+    lines = report.story_lines(report.status_facts(job, now=NOW))
+
+    assert lines[0].startswith("last 24h  ▁") and "178 finished, at most 118 in an hour" in lines[0]
+    assert lines[1] == "requests: 184, 1.1% answered 429, 1.03 per finished row"
+    assert lines[2].startswith("ETA: ") and "for 3 rows at" in lines[2]
+    assert (
+        "not running 2026-11-27T10:00:00Z to 2026-11-27T11:00:00Z: run 1 was interrupted" in lines
+    )
+    assert (
+        "outage 2026-11-27T11:00:00Z to 2026-11-27T11:02:00Z: outage: 5xx across identifiers"
+        in lines
+    )
+    assert (
+        "last run: 2, started 2026-11-27T11:00:00Z, no end recorded (running, or killed)" in lines
+    )
+    assert "verdicts: artificial: 2 · human: 1" in lines
+    assert lines[-1] == "learned limits: 2 per 1s, 60 per 60s"
+    assert report.story_lines(story_facts(History(), remaining=0, now=NOW)) == []
