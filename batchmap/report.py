@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batchmap import timeline
+from batchmap.errors import InputError
 from batchmap.models import JobState
 from batchmap.store import REPORT_COLUMNS, Store
 from batchmap.timeline import History
@@ -207,6 +208,8 @@ def export(
     `report_dir` is where the report will live: the HTML report links heatmaps relative to it.
     """
     if fmt is Format.TIMELINE_CSV:
+        if state is not None:
+            raise InputError("--state selects job rows; --format timeline-csv has none")
         count = write_timeline_csv(read_history(store).minutes, handle)
         return Written(count, count)
     rows = store.rows(state=state)

@@ -527,7 +527,7 @@ def _percent(share: float) -> str:
     """A share as a percentage with enough digits that a small non-zero one is not 0.0%."""
     if share == 0 or share >= 0.1:
         return f"{100 * share:.0f}%" if share >= 0.1 else "0%"
-    return f"{100 * share:.2g}%"
+    return f"{100 * share:.2g}%" if share >= 0.0001 else "<0.01%"
 
 
 def _eta_words(estimate: timeline.Eta | None, *, now: float) -> tuple[str, str]:
@@ -561,7 +561,7 @@ def _answers_bar(sums: timeline.Totals) -> str:
         n = sums.answers.get(key, 0)
         if not n:
             continue
-        tip = f"{label}: {n:,} ({100 * n / total:.1f}%)"
+        tip = f"{label}: {n:,} ({_percent(n / total)})"
         spans.append(f'<span style="--c: var(--a-{key}); flex: {n} 1 0" title="{tip}"></span>')
         legend.append(f'<span><i style="--c: var(--a-{key})"></i>{tip}</span>')
     return (
@@ -589,13 +589,15 @@ def _runs_table(runs: Sequence[timeline.RunSummary]) -> str:
     if not runs:
         return ""
     rows = []
+    newest = runs[-1].run_id
     for run in reversed(runs):
         started = "" if run.started is None else timeline.iso(run.started)
         if run.ended is not None:
             ended, meaning = timeline.iso(run.ended), timeline.exit_meaning(run.exit_code)
         else:
             seen = "" if run.last_seen is None else f" (last seen {timeline.iso(run.last_seen)})"
-            ended, meaning = "&ndash;", f"no end recorded: still running or killed{seen}"
+            guess = "still running, or killed" if run.run_id == newest else "killed"
+            ended, meaning = "&ndash;", f"no end recorded: {guess}{seen}"
         duration = "" if run.duration is None else timeline.human_seconds(run.duration)
         code = "" if run.exit_code is None else str(run.exit_code)
         rows.append(

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 
 from batchmap import report, store
+from batchmap.errors import InputError
+from batchmap.models import JobState
 from batchmap.report import Format, Written, export, story_facts, write_rows
 from batchmap.store import Store
 from batchmap.timeline import History, parse_time
@@ -272,3 +274,8 @@ def test_status_tells_the_story_in_lines_for_the_terminal(job: StoreV2) -> None:
     assert "verdicts: artificial: 2 · human: 1" in lines
     assert lines[-1] == "learned limits: 2 per 1s, 60 per 60s"
     assert report.story_lines(story_facts(History(), remaining=0, now=NOW)) == []
+
+
+def test_timeline_csv_refuses_a_state_filter(job: StoreV2) -> None:
+    with pytest.raises(InputError, match="--state"):
+        export(job, io.StringIO(), fmt=Format.TIMELINE_CSV, state=JobState.DONE)

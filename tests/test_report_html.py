@@ -448,7 +448,7 @@ def test_runs_are_listed_with_start_end_duration_and_exit_code(tmp_path: Path) -
     (body,) = doc.by_id("runs").find_all("tbody")
     newest, oldest = [[td.text for td in tr.find_all("td")] for tr in body.find_all("tr")]
     assert newest[0] == "2" and newest[2] == "\N{EN DASH}"
-    assert "still running or killed" in newest[5]
+    assert "still running, or killed" in newest[5]
     assert oldest[0] == "1" and oldest[3] == "1h00m" and oldest[4] == "130"
     assert oldest[5] == "was interrupted"
 
