@@ -630,3 +630,13 @@ def test_the_verdict_filter_hides_other_tiles_in_chromium(tmp_path: Path) -> Non
 
     assert 'data-visible="3"' in dom
     assert 'data-label="3 of 5 match"' in dom
+
+
+def test_runs_without_a_timeline_still_make_a_page(tmp_path: Path) -> None:
+    runs = [{"run_id": 1, "started_at": iso(NOW - 600), "ended_at": iso(NOW - 60), "exit_code": 0}]
+
+    doc = parse(render([row("p", "pending")], tmp_path, history=History(runs, []), now=NOW)[0])
+
+    assert not doc.find_all("svg")
+    assert "no timeline yet" in doc.by_id("story").text
+    assert "finished every row" in doc.by_id("runs").text

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchmap import timeline
 from batchmap.timeline import Bucket, Span, parse_time
@@ -336,3 +339,48 @@ def test_timeline_columns_follow_the_schema() -> None:
 )
 def test_human_seconds(seconds: float, text: str) -> None:
     assert timeline.human_seconds(seconds) == text
+
+
+# -- whatever the rows hold ----------------------------------------------------------------------
+
+numbers = st.one_of(
+    st.none(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+)
+minutes_rows = st.lists(
+    st.fixed_dictionaries(
+        {
+            "run_id": st.one_of(st.none(), st.integers(0, 3)),
+            "minute": st.one_of(
+                st.integers(0, 3000).map(lambda m: timeline.iso(at(T0) + 60 * m)),
+                st.just("garbage"),
+                st.none(),
+            ),
+            "requests": numbers,
+            "finished": numbers,
+            "rate_limited": numbers,
+            "paused_seconds": numbers,
+            "outage_seconds": numbers,
+            "pause_reasons": st.one_of(
+                st.none(), st.just("{bad json"), st.dictionaries(st.text(max_size=5), numbers)
+            ),
+            "limits": st.one_of(st.none(), st.lists(st.lists(numbers, max_size=3), max_size=3)),
+        }
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=minutes_rows, remaining=st.integers(0, 10**6))
+def test_the_story_of_any_rows_is_finite_json(rows: list[dict[str, Any]], remaining: int) -> None:
+    from batchmap.report import story_facts
+    from batchmap.timeline import History
+
+    runs = [run(1, T0, None), run(2, "not a time", "2026-11-27T11:00:00Z", 0)]
+    facts = story_facts(History(runs, rows, {}), remaining=remaining, now=at(T0) + 90_000)
+
+    json.dumps(facts, allow_nan=False)
+    assert len(facts["last_24h"]["finishes_per_hour"]) == 24
