@@ -1,25 +1,43 @@
-"""The HTML report: one self-contained page (inline CSS and JS, no network) over a row stream.
+"""The HTML report: one page (CSS and JS inlined, no network; heatmaps are linked files).
 
-Rows arrive once, in load order, possibly a million of them. Only the capped sections are
-buffered (at most MAX_THUMBNAILS tiles and MAX_FAILURES table rows), so memory stays bounded.
+Rows arrive once, in load order, possibly a million of them. Only bounded things are kept:
+at most MAX_THUMBNAILS tiles and MAX_FAILURES table rows, counts per state, per failure
+group and per verdict. The run's story comes from the `runs` and `timeline` tables
+(batchmap.timeline) and is drawn as inline SVG (batchmap.report_svg).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from html import escape
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from batchmap import timeline
 from batchmap.models import JobState
+from batchmap.report import Written
+from batchmap.report_svg import bar_chart
+from batchmap.timeline import History
 
 MAX_THUMBNAILS = 1000
-MAX_FAILURES = 10_000
+# 10,000 table rows cost headless Chromium about 2 s more than 1,000 (tools/bench_report.py);
+# the failure groups above the table account for every failed row.
+MAX_FAILURES = 1000
 MAX_ERROR_CHARS = 2000  # a server message can be long; the CSV/JSON reports keep it whole
+MAX_VERDICTS = 12  # distinct verdict names counted; the rest are "other"
+MAX_STALLS = 30  # outages and long pauses listed under the charts (the newest)
+HOUR_BARS = 360  # the whole-job chart merges hours beyond this many bars
+RUN_MINUTES = 720  # the last-run chart shows at most its last 12 hours, minute by minute
+FULL_CSV = "batchmap report --format csv"
 
 _STATE_LABELS = {
     JobState.DONE: "done",
@@ -29,150 +47,173 @@ _STATE_LABELS = {
     JobState.RUNNING: "running",
 }
 
-_CSS = """
-:root {
-  --bg: #f5f6f8; --panel: #fff; --ink: #1d2330; --muted: #5d6677; --line: #dde1e8;
-  --done: #1f8a4c; --no_heatmap: #6b7280; --failed: #c62d3a; --pending: #b7791f;
-  --running: #2b6cb0;
-}
-* { box-sizing: border-box; }
-body {
-  margin: 0; background: var(--bg); color: var(--ink);
-  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
-    "Noto Sans", sans-serif;
-}
-code, td.num, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-header, main > section {
-  max-width: 1280px; margin: 0 auto; padding: 20px 24px;
-}
-header { padding-top: 28px; }
-h1 { font-size: 22px; margin: 0 0 4px; }
-h2 { font-size: 18px; margin: 0 0 10px; }
-.sub { color: var(--muted); margin: 0 0 18px; overflow-wrap: anywhere; }
-.cards {
-  display: grid; gap: 12px; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr));
-}
-.card {
-  background: var(--panel); border: 1px solid var(--line); border-left: 6px solid var(--c);
-  border-radius: 8px; padding: 10px 14px;
-}
-.card.zero { opacity: .55; }
-.card .n { font-size: 26px; font-weight: 650; color: var(--c); font-variant-numeric: tabular-nums; }
-.card .label { color: var(--muted); font-size: 13px; text-transform: uppercase;
-  letter-spacing: .04em; }
-.card .pct { color: var(--muted); font-size: 13px; }
-.bar { display: flex; height: 8px; border-radius: 4px; overflow: hidden; margin: 14px 0;
-  background: var(--line); }
-.bar span { background: var(--c); }
-.facts { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0;
-  font-size: 14px; }
-.facts dt { color: var(--muted); }
-.facts dd { margin: 0; overflow-wrap: anywhere; }
-nav { margin-top: 14px; display: flex; gap: 8px; flex-wrap: wrap; }
-nav a { text-decoration: none; color: var(--ink); background: var(--panel);
-  border: 1px solid var(--line); border-radius: 999px; padding: 3px 12px; font-size: 14px; }
-nav a:hover { border-color: var(--muted); }
-.panel { background: var(--panel); border: 1px solid var(--line); border-radius: 8px;
-  padding: 16px; }
-.note { color: var(--muted); margin: 0 0 10px; }
-.tools { display: flex; gap: 12px; align-items: center; margin: 0 0 12px; flex-wrap: wrap; }
-.tools input {
-  font: inherit; padding: 6px 10px; border: 1px solid var(--line); border-radius: 6px;
-  width: min(420px, 100%); background: var(--panel);
-}
-.tools .shown { color: var(--muted); font-size: 13px; }
-.grid { display: grid; gap: 10px; grid-template-columns: repeat(auto-fill, minmax(140px, 1fr)); }
-.tile { margin: 0; background: var(--bg); border: 1px solid var(--line); border-radius: 6px;
-  padding: 6px; min-width: 0; }
-.tile a { display: block; }
-.tile img {
-  display: block; width: 100%; height: auto; aspect-ratio: 1; background: #e8ebf0;
-  image-rendering: pixelated; border-radius: 3px;
-}
-.tile.missing { border-color: var(--failed); }
-.tile.missing img { visibility: hidden; }
-.tile.missing figcaption { color: var(--failed); }
-.tile.missing figcaption::before { content: "missing: "; }
-.tile figcaption {
-  margin-top: 5px; font-size: 12px; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; color: var(--ink);
-}
-.errors { margin: 0 0 14px; padding-left: 20px; }
-.errors li { overflow-wrap: anywhere; }
-.errors .count { color: var(--failed); font-weight: 600; font-variant-numeric: tabular-nums; }
-.table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: 14px; }
-th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line);
-  vertical-align: top; }
-th { background: var(--bg); position: sticky; top: 0; font-weight: 600; }
-th.num { text-align: right; }
-td.id { max-width: 360px; overflow-wrap: anywhere; }
-td.err { overflow-wrap: anywhere; }
-td.num { text-align: right; white-space: nowrap; }
-tbody tr:hover { background: #fafbfc; }
-.empty { color: var(--muted); font-style: italic; margin: 0; }
-footer { max-width: 1280px; margin: 0 auto; padding: 8px 24px 32px; color: var(--muted);
-  font-size: 13px; }
-"""
 
-# Registered in <head>, before any <img> is parsed, so even the first failed load is seen.
-_HEAD_JS = """
-document.addEventListener("error", function (event) {
-  var img = event.target;
-  if (img.tagName === "IMG" && img.closest(".tile")) img.closest(".tile").classList.add("missing");
-}, true);
-"""
+@dataclass(frozen=True, slots=True)
+class FailureGroup:
+    """A kind of failure: what it means and what to do about it."""
 
-# Each filter box names the container whose children it hides; matching is case-insensitive.
-_FILTER_JS = """
-document.querySelectorAll("input[data-filter]").forEach(function (box) {
-  var items = Array.prototype.slice.call(document.getElementById(box.dataset.filter).children);
-  var shown = document.getElementById(box.dataset.filter + "-shown");
-  box.addEventListener("input", function () {
-    var needle = box.value.trim().toLowerCase(), count = 0;
-    items.forEach(function (item) {
-      var hit = !needle || item.textContent.toLowerCase().indexOf(needle) !== -1;
-      item.hidden = !hit;
-      if (hit) count++;
-    });
-    if (shown) shown.textContent = needle ? count + " of " + items.length + " match" : "";
-  });
-});
-"""
+    title: str
+    meaning: str
+    todo: str
+    retryable: bool
+
+
+RETRY_HINT = "<code>batchmap resume --retry-failed</code> tries these rows again."
+FAILURE_GROUPS: dict[str, FailureGroup] = {
+    "not_found": FailureGroup(
+        "404 not found",
+        "The API does not know these identifiers. Permanent: a retry only spends quota.",
+        "Check the identifiers and the CSV column (<code>--column</code>); if every row is "
+        "404, check <code>--base-url</code> (a path prefix?).",
+        retryable=False,
+    ),
+    "client_error": FailureGroup(
+        "other 4xx",
+        "The API refused the request for these identifiers. Permanent.",
+        "Read the server's message in the error column; fix the identifiers, not the run.",
+        retryable=False,
+    ),
+    "redirect": FailureGroup(
+        "redirect refused",
+        "The server redirected to another host; batchmap never sends the API key there.",
+        "Point <code>--base-url</code> at the final address the API redirects to.",
+        retryable=False,
+    ),
+    "too_large": FailureGroup(
+        "answer too large",
+        "The answer was larger than the size limit and was refused while it streamed.",
+        "If it persists, the server sends something other than a heatmap. " + RETRY_HINT,
+        retryable=True,
+    ),
+    "bad_body": FailureGroup(
+        "broken heatmap",
+        "A 200 answer that was not a complete PNG (truncated, corrupt or another type).",
+        RETRY_HINT,
+        retryable=True,
+    ),
+    "server": FailureGroup(
+        "server errors (5xx)",
+        "The server answered with an error on every attempt. Transient.",
+        RETRY_HINT,
+        retryable=True,
+    ),
+    "network": FailureGroup(
+        "timeouts and network errors",
+        "No complete answer on any attempt: timeouts, resets, refused connections.",
+        RETRY_HINT + " A larger <code>--timeout</code> helps with slow answers.",
+        retryable=True,
+    ),
+    "other": FailureGroup(
+        "other failures",
+        "Failures batchmap has no rule for.",
+        "Read the error column; <code>batchmap resume --retry-failed</code> retries them.",
+        retryable=True,
+    ),
+}
+_TOO_LARGE = re.compile(r"too large|larger than|exceed", re.IGNORECASE)
+
+
+def failure_group(row: dict[str, Any]) -> str:
+    """The FAILURE_GROUPS key of a failed row, from its HTTP status and error text."""
+    status = row.get("http_status")
+    error = str(row.get("error") or "")
+    if "redirect" in error:
+        return "redirect"
+    if _TOO_LARGE.search(error):
+        return "too_large"
+    if status == 404:
+        return "not_found"
+    if isinstance(status, int) and 400 <= status < 500 and status != 408:
+        return "client_error"
+    if error.startswith("200 but") or status == 200:
+        return "bad_body"
+    if isinstance(status, int) and (status >= 500 or status == 408):
+        return "server"
+    if status is None and error:
+        return "network"
+    return "other"
+
+
+@cache
+def asset(name: str) -> str:
+    """A file of batchmap/assets (package data), checked safe to inline in its element."""
+    text = resources.files("batchmap").joinpath("assets", name).read_text(encoding="utf-8")
+    assert "</" not in text, f"{name} must not contain '</' to be inlined"
+    return text
 
 
 def write_html(
-    rows: Iterator[dict[str, Any]], handle: TextIO, *, facts: dict[str, Any], report_dir: Path
-) -> int:
-    """Write one self-contained HTML page; returns the number of rows."""
+    rows: Iterable[dict[str, Any]],
+    handle: TextIO,
+    *,
+    facts: dict[str, Any],
+    report_dir: Path,
+    history: History | None = None,
+    now: float | None = None,
+) -> Written:
+    """Write the page; it accounts for every row and renders the capped sections."""
+    moment = datetime.now(UTC).timestamp() if now is None else now
     tiles: list[str] = []
     failures: list[str] = []
     seen: Counter[str] = Counter()
+    groups: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    verdicts: Counter[str] = Counter()
+    shown_verdicts: Counter[str] = Counter()
     heatmaps = 0
     for row in rows:
         state = str(row["state"])
         seen[state] += 1
+        verdict = _verdict_key(row.get("verdict"), verdicts)
+        verdicts[verdict] += 1
         if state == JobState.DONE and row.get("path"):
             heatmaps += 1
             if len(tiles) < MAX_THUMBNAILS:
-                tiles.append(_tile(row, report_dir))
-        elif state == JobState.FAILED and len(failures) < MAX_FAILURES:
-            failures.append(_failure_row(row))
+                tiles.append(_tile(row, report_dir, verdict))
+                shown_verdicts[verdict] += 1
+        elif state == JobState.FAILED:
+            group = failure_group(row)
+            groups[group] += 1
+            examples.setdefault(group, str(row.get("error") or "")[:300])
+            if len(failures) < MAX_FAILURES:
+                failures.append(_failure_row(row))
     total = sum(seen.values())
+    story = history or History()
     handle.write(_head(facts))
-    handle.write(_header(facts, listed=total, heatmaps=heatmaps, seen=seen))
+    handle.write(
+        _header(
+            facts,
+            listed=total,
+            heatmaps=heatmaps,
+            seen=seen,
+            shown=(len(tiles), len(failures)),
+        )
+    )
     handle.write("<main>\n")
-    handle.write(_grid_section(tiles, heatmaps))
-    handle.write(_failures_section(failures, seen[JobState.FAILED], facts))
+    handle.write(_story_section(story, facts, now=moment))
+    handle.write(_grid_section(tiles, heatmaps, shown_verdicts, verdicts))
+    handle.write(
+        _failures_section(
+            failures, seen[JobState.FAILED], groups, examples, facts.get("top_errors") or []
+        )
+    )
     handle.write(_no_heatmap_section(seen[JobState.NO_HEATMAP]))
     handle.write("</main>\n")
-    generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     handle.write(
-        f"<footer>generated by batchmap at {generated}; full details: "
-        "<code>batchmap report --format csv</code></footer>\n"
-        f"<script>{_FILTER_JS}</script>\n</body>\n</html>\n"
+        f"<footer>generated by batchmap at {timeline.iso(moment)}; every row: "
+        f"<code>{FULL_CSV}</code>; the timeline: "
+        "<code>batchmap report --format timeline-csv</code></footer>\n</body>\n</html>\n"
     )
-    return total
+    return Written(total, len(tiles) + len(failures), thumbnails=len(tiles), failures=len(failures))
+
+
+def _verdict_key(value: Any, counted: Counter[str]) -> str:
+    if value is None or value == "":
+        return "none"
+    key = str(value)
+    if key in counted or len(counted) < MAX_VERDICTS:
+        return key
+    return "other"
 
 
 def image_src(path: str, report_dir: Path) -> str:
@@ -184,14 +225,38 @@ def image_src(path: str, report_dir: Path) -> str:
     return quote(Path(relative).as_posix())
 
 
-def _tile(row: dict[str, Any], report_dir: Path) -> str:
+def confidence_text(value: Any) -> str:
+    """A confidence as a percentage: 0..1 is a fraction, 1..100 already a percentage."""
+    number = timeline.finite(value)
+    if number is None or number < 0:
+        return ""
+    percent = number * 100 if number <= 1 else number
+    return f"{percent:.0f}%" if percent <= 100 else f"{number:g}"
+
+
+def _tile(row: dict[str, Any], report_dir: Path, verdict: str) -> str:
     identifier = escape(str(row["identifier"]))
     src = escape(image_src(str(row["path"]), report_dir))
+    name = str(row.get("image_name") or "")
+    confidence = confidence_text(row.get("confidence"))
+    verdict_text = "" if verdict == "none" else f"{verdict} {confidence}".strip()
+    title = " · ".join(part for part in (str(row["identifier"]), name, verdict_text) if part)
+    caption = [f'<span class="id mono">{identifier}</span>']
+    if name:
+        caption.append(f'<span class="name">{escape(name)}</span>')
+    if verdict_text:
+        caption.append(
+            f'<span class="verdict v-{escape(_css_word(verdict))}">{escape(verdict_text)}</span>'
+        )
     return (
-        f'<figure class="tile" title="{identifier}"><a href="{src}">'
-        f'<img loading="lazy" src="{src}" width="64" height="64" alt="{identifier}"></a>'
-        f"<figcaption>{identifier}</figcaption></figure>\n"
+        f'<figure class="tile" data-verdict="{escape(verdict)}" title="{escape(title)}">'
+        f'<a href="{src}"><img loading="lazy" src="{src}" width="64" height="64" '
+        f'alt="{identifier}"></a><figcaption>{"".join(caption)}</figcaption></figure>\n'
     )
+
+
+def _css_word(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())
 
 
 def _failure_row(row: dict[str, Any]) -> str:
@@ -217,12 +282,21 @@ def _head(facts: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<meta name="color-scheme" content="light dark">\n'
         f"<title>batchmap report: {name}</title>\n"
-        f"<style>{_CSS}</style>\n<script>{_HEAD_JS}</script>\n</head>\n<body>\n"
+        f"<style>{asset('report.css')}</style>\n<script>{asset('report.js')}</script>\n"
+        "</head>\n<body>\n"
     )
 
 
-def _header(facts: dict[str, Any], *, listed: int, heatmaps: int, seen: Counter[str]) -> str:
+def _header(
+    facts: dict[str, Any],
+    *,
+    listed: int,
+    heatmaps: int,
+    seen: Counter[str],
+    shown: tuple[int, int],
+) -> str:
     database = str(facts.get("database") or "")
     counts: dict[str, int] = facts.get("counts") or {}
     total = int(facts.get("total") or 0)
@@ -230,6 +304,7 @@ def _header(facts: dict[str, Any], *, listed: int, heatmaps: int, seen: Counter[
         f"<header>\n<h1>batchmap report: {escape(Path(database).name)}</h1>\n",
         f'<p class="sub">job database <code>{escape(database)}</code> · '
         f"{total:,} identifiers</p>\n",
+        _shows(listed=listed, total=total, heatmaps=heatmaps, seen=seen, shown=shown),
         '<section class="cards" aria-label="rows per state">\n',
     ]
     for state, label in _STATE_LABELS.items():
@@ -252,9 +327,10 @@ def _header(facts: dict[str, Any], *, listed: int, heatmaps: int, seen: Counter[
                     f' title="{_STATE_LABELS[state]}: {n:,}"></span>'
                 )
         parts.append("</div>\n")
-    parts.append(_facts_list(facts, listed=listed, total=total))
+    parts.append(_facts_list(facts))
     parts.append(
-        f'<nav><a href="#heatmaps">heatmaps ({heatmaps:,})</a>'
+        '<nav><a href="#story">timeline</a>'
+        f'<a href="#heatmaps">heatmaps ({heatmaps:,})</a>'
         f'<a href="#failures">failures ({seen[JobState.FAILED]:,})</a>'
         f'<a href="#no-heatmap">no heatmap ({seen[JobState.NO_HEATMAP]:,})</a></nav>\n'
         "</header>\n"
@@ -262,7 +338,34 @@ def _header(facts: dict[str, Any], *, listed: int, heatmaps: int, seen: Counter[
     return "".join(parts)
 
 
-def _facts_list(facts: dict[str, Any], *, listed: int, total: int) -> str:
+def _shows(
+    *, listed: int, total: int, heatmaps: int, seen: Counter[str], shown: tuple[int, int]
+) -> str:
+    """The sentence that says what the page shows and where the rest is."""
+    tiles, failures = shown
+    failed = seen[JobState.FAILED]
+    scope = (
+        f"all {listed:,} rows of the job"
+        if listed == total
+        else f"{listed:,} of the job's {total:,} rows (filtered by state)"
+    )
+    capped = heatmaps > tiles or failed > failures
+    text = (
+        f"This page accounts for {scope}: counts per state, the run's timeline and every "
+        f"failure by kind. It shows {_of(tiles, heatmaps)} heatmaps as thumbnails and "
+        f"{_of(failures, failed)} failed rows one by one."
+    )
+    if capped:
+        text += f" Every row: <code>{FULL_CSV}</code>."
+    text += " Thumbnails are links to the files under the heatmaps directory, not copies."
+    return f'<p class="shows">{text}</p>\n'
+
+
+def _of(shown: int, total: int) -> str:
+    return f"all {total:,}" if shown >= total else f"{shown:,} of {total:,}"
+
+
+def _facts_list(facts: dict[str, Any]) -> str:
     items: list[tuple[str, str]] = []
     if facts.get("out"):
         items.append(("heatmaps directory", f"<code>{escape(str(facts['out']))}</code>"))
@@ -290,38 +393,300 @@ def _facts_list(facts: dict[str, Any], *, listed: int, total: int) -> str:
                 ),
             )
         )
-    if listed != total:
-        items.append(("this report", f"lists {listed:,} of the {total:,} rows (filtered)"))
     body = "".join(f"<dt>{key}</dt><dd>{value}</dd>\n" for key, value in items)
     return f'<dl class="facts">\n{body}</dl>\n'
 
 
-def _grid_section(tiles: list[str], heatmaps: int) -> str:
-    parts = ['<section id="heatmaps">\n<h2>Heatmaps</h2>\n<div class="panel">\n']
-    if not tiles:
-        parts.append('<p class="empty">no heatmaps in this report</p>\n')
-    else:
-        if heatmaps > len(tiles):
-            parts.append(
-                f'<p class="note">showing the first {len(tiles):,} of {heatmaps:,} heatmaps</p>\n'
+# -- the run's story -------------------------------------------------------------------------
+
+
+def _story_section(history: History, facts: dict[str, Any], *, now: float) -> str:
+    parts = ['<section id="story">\n<h2>What happened</h2>\n<div class="panel">\n']
+    minutes = history.minutes
+    if not minutes and not history.runs:
+        parts.append(
+            '<p class="empty">no run history in this job database yet '
+            "(runs made before batchmap recorded a timeline have none)</p>\n</div>\n</section>\n"
+        )
+        return "".join(parts)
+    runs = timeline.run_summaries(history.runs, minutes)
+    sums = timeline.totals(minutes)
+    remaining = int((facts.get("counts") or {}).get("pending", 0)) + int(
+        (facts.get("counts") or {}).get("running", 0)
+    )
+    parts.append(_metrics(sums, timeline.eta(minutes, remaining=remaining), now=now))
+    parts.append(_answers_bar(sums))
+    stalls = timeline.stall_spans(minutes)
+    idle = timeline.idle_spans(runs, now=now)
+    ceiling = timeline.ceiling_per_minute(
+        timeline.latest_limits(minutes) or facts.get("learned_limits") or []
+    )
+    parts.append(_legend(has_ceiling=ceiling is not None))
+    pairs = timeline.timed(minutes)
+    if pairs:
+        start = min([pairs[0][0], *(r.started for r in runs if r.started is not None)])
+        hours = timeline.buckets(
+            minutes, step=timeline.HOUR, start=start, end=max(now, pairs[-1][0])
+        )
+        hourly = timeline.coarsen(hours, most=HOUR_BARS)
+        per = (
+            "hour"
+            if hourly[0].seconds <= timeline.HOUR
+            else timeline.human_seconds(hourly[0].seconds)
+        )
+        parts.append(f"<h3>Finishes per {per} over the whole job</h3>\n")
+        wide = [s for s in stalls if s.kind == "outage" or s.end - s.start >= hourly[0].seconds / 2]
+        parts.append(
+            bar_chart(
+                hourly,
+                spans=[*idle, *wide],
+                ceiling_per_minute=ceiling,
+                label=f"finishes per {per} over the whole job",
             )
-        parts.append(_filter_box("tiles", "filter heatmaps by identifier"))
-        parts.append('<div class="grid" id="tiles">\n')
-        parts.extend(tiles)
-        parts.append("</div>\n")
+        )
+        parts.append(_last_run_chart(history, stalls, ceiling))
+    parts.append(_stalls_list([s for s in [*stalls, *idle] if timeline.worth_listing(s)]))
+    parts.append(_runs_table(runs))
     parts.append("</div>\n</section>\n")
     return "".join(parts)
 
 
-def _failures_section(rows: list[str], failed: int, facts: dict[str, Any]) -> str:
+def _last_run_chart(
+    history: History, stalls: Sequence[timeline.Span], ceiling: float | None
+) -> str:
+    run_id, rows = timeline.last_run_minutes(history.minutes, history.runs)
+    pairs = timeline.timed(rows)
+    if not pairs:
+        return ""
+    end = pairs[-1][0] + timeline.MINUTE
+    start = max(pairs[0][0], end - RUN_MINUTES * timeline.MINUTE)
+    series = timeline.buckets(rows, step=timeline.MINUTE, start=start, end=end)
+    span_text = "" if start == pairs[0][0] else f" (its last {RUN_MINUTES // 60} hours)"
+    return f"<h3>Finishes per minute in the last run (run {run_id}){span_text}</h3>\n" + bar_chart(
+        series,
+        spans=stalls,
+        ceiling_per_minute=ceiling,
+        label=f"finishes per minute in run {run_id}",
+    )
+
+
+def _legend(*, has_ceiling: bool) -> str:
+    items = [
+        ('<i style="--c: var(--bar)"></i>rows finished', True),
+        ('<i class="line" style="--c: var(--req)"></i>requests sent', True),
+        ('<i class="dash" style="--c: var(--ceiling)"></i>learned rate limit', has_ceiling),
+        ('<i style="--c: var(--outage)"></i>outage', True),
+        ('<i style="--c: var(--pause)"></i>paused (rate limit or server wait)', True),
+        ('<i style="--c: var(--idle)"></i>not running', True),
+    ]
+    body = "".join(f"<span>{text}</span>" for text, show in items if show)
+    return f'<p class="legend">{body} <span>(hover a bar or a shaded span for details)</span></p>\n'
+
+
+def _metrics(sums: timeline.Totals, estimate: timeline.Eta | None, *, now: float) -> str:
+    share = sums.rate_limited_share
+    limited = sums.answers.get("rate_limited", 0)
+    cells = [
+        (
+            "requests answered 429",
+            _percent(share),
+            f"{limited:,} of {sums.requests:,} requests",
+            share > 0.01,
+        ),
+        (
+            "requests per finished row",
+            "&ndash;"
+            if sums.requests_per_finished is None
+            else f"{sums.requests_per_finished:.2f}",
+            f"{sums.requests:,} requests, {sums.finished:,} rows finished"
+            + (
+                f", {sums.classification_requests:,} classification requests"
+                if sums.classification_requests
+                else ""
+            ),
+            False,
+        ),
+        (
+            "paused / outage",
+            f"{timeline.human_seconds(sums.paused_seconds)} / "
+            f"{timeline.human_seconds(sums.outage_seconds)}",
+            "time the pool waited, over every run",
+            sums.outage_seconds > 0,
+        ),
+        ("estimated finish", *_eta_words(estimate, now=now), False),
+    ]
+    body = "".join(
+        f'<div class="metric{" warn" if warn else ""}"><div class="label">{label}</div>'
+        f'<div class="big">{value}</div><div class="note">{note}</div></div>'
+        for label, value, note, warn in cells
+    )
+    return f'<div class="metrics">{body}</div>\n'
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage with enough digits that a small non-zero one is not 0.0%."""
+    if share == 0 or share >= 0.1:
+        return f"{100 * share:.0f}%" if share >= 0.1 else "0%"
+    return f"{100 * share:.2g}%" if share >= 0.0001 else "<0.01%"
+
+
+def _eta_words(estimate: timeline.Eta | None, *, now: float) -> tuple[str, str]:
+    if estimate is None:
+        return "&ndash;", "no timeline yet"
+    if estimate.remaining == 0:
+        return "done", "no row is pending"
+    rate = (
+        f"{estimate.rate_per_hour:,.0f} rows/hour "
+        f"over the last {estimate.window_minutes} running minutes"
+    )
+    finish = estimate.finish_at(now)
+    if estimate.seconds is None or finish is None or not math.isfinite(finish):
+        return "&ndash;", f"{_rows(estimate.remaining)} left and no recent finishes"
+    return (
+        f"in {timeline.human_seconds(estimate.seconds)}",
+        f"{_rows(estimate.remaining)} left at {rate}; about {timeline.iso(finish)} if running now",
+    )
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
+def _answers_bar(sums: timeline.Totals) -> str:
+    total = sum(sums.answers.values())
+    if not total:
+        return ""
+    spans, legend = [], []
+    for key, label in timeline.ANSWER_CLASSES:
+        n = sums.answers.get(key, 0)
+        if not n:
+            continue
+        tip = f"{label}: {n:,} ({_percent(n / total)})"
+        spans.append(f'<span style="--c: var(--a-{key}); flex: {n} 1 0" title="{tip}"></span>')
+        legend.append(f'<span><i style="--c: var(--a-{key})"></i>{tip}</span>')
+    return (
+        '<h3>Answers by kind</h3>\n<div class="bar tall" role="img" aria-label="answers by kind">'
+        + "".join(spans)
+        + f'</div>\n<p class="legend">{"".join(legend)}</p>\n'
+    )
+
+
+def _stalls_list(spans: Sequence[timeline.Span]) -> str:
+    if not spans:
+        return '<p class="note">no outage, long pause or stop between runs</p>\n'
+    newest = sorted(spans, key=lambda s: s.start)[-MAX_STALLS:]
+    more = len(spans) - len(newest)
+    head = (
+        f"<h3>Outages, long pauses and stops (the newest {len(newest)} of {len(spans)})</h3>\n"
+        if more
+        else "<h3>Outages, long pauses and stops</h3>\n"
+    )
+    items = "".join(f"<li>{escape(span.describe())}</li>\n" for span in reversed(newest))
+    return f'{head}<ul class="stalls">\n{items}</ul>\n'
+
+
+def _runs_table(runs: Sequence[timeline.RunSummary]) -> str:
+    if not runs:
+        return ""
+    rows = []
+    newest = runs[-1].run_id
+    for run in reversed(runs):
+        started = "" if run.started is None else timeline.iso(run.started)
+        if run.ended is not None:
+            ended, meaning = timeline.iso(run.ended), timeline.exit_meaning(run.exit_code)
+        else:
+            seen = "" if run.last_seen is None else f" (last seen {timeline.iso(run.last_seen)})"
+            guess = "still running, or killed" if run.run_id == newest else "killed"
+            ended, meaning = "&ndash;", f"no end recorded: {guess}{seen}"
+        duration = "" if run.duration is None else timeline.human_seconds(run.duration)
+        code = "" if run.exit_code is None else str(run.exit_code)
+        rows.append(
+            f'<tr><td class="num">{run.run_id}</td><td class="when">{started}</td>'
+            f'<td class="when">{ended}</td>'
+            f'<td class="num">{duration}</td><td class="num">{code}</td>'
+            f"<td>{escape(meaning)}</td><td>{escape(run.version or '')}</td></tr>\n"
+        )
+    return (
+        '<h3>Runs</h3>\n<div class="table-wrap"><table id="runs">\n<thead><tr>'
+        '<th class="num">run</th><th>start (UTC)</th><th>end (UTC)</th>'
+        '<th class="num">duration</th><th class="num">exit</th><th>meaning</th>'
+        "<th>version</th></tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody>\n</table></div>\n"
+    )
+
+
+# -- heatmaps and failures -------------------------------------------------------------------
+
+
+def _grid_section(
+    tiles: list[str], heatmaps: int, shown: Counter[str], everywhere: Counter[str]
+) -> str:
+    parts = ['<section id="heatmaps">\n<h2>Heatmaps</h2>\n<div class="panel">\n']
+    if not tiles:
+        parts.append('<p class="empty">no heatmaps in this report</p>\n')
+        parts.append("</div>\n</section>\n")
+        return "".join(parts)
+    if heatmaps > len(tiles):
+        parts.append(
+            f'<p class="note">showing the first {len(tiles):,} of {heatmaps:,} heatmaps; '
+            f"see <code>{FULL_CSV}</code> for every row (with its verdict)</p>\n"
+        )
+    classified = {k: n for k, n in everywhere.items() if k != "none"}
+    if classified:
+        summary = " · ".join(
+            f"{'no verdict' if k == 'none' else escape(k)}: {n:,}"
+            for k, n in everywhere.most_common()
+        )
+        parts.append(f'<p class="note">verdicts of every row in this report: {summary}</p>\n')
+    parts.append('<div class="tools">')
+    parts.append(_filter_input("tiles", "filter heatmaps by identifier, name or verdict"))
+    if len(shown) > 1 or classified:
+        parts.append('<div class="verdicts" role="group" aria-label="filter by verdict">')
+        parts.append(_verdict_button("", f"all ({len(tiles):,})", pressed=True))
+        for key, n in sorted(shown.items(), key=lambda kv: (kv[0] == "none", -kv[1])):
+            label = "no verdict" if key == "none" else key
+            parts.append(_verdict_button(key, f"{label} ({n:,})", pressed=False))
+        parts.append("</div>")
+    parts.append('<span class="shown" id="tiles-shown"></span></div>\n')
+    parts.append('<div class="grid" id="tiles">\n')
+    parts.extend(tiles)
+    parts.append("</div>\n</div>\n</section>\n")
+    return "".join(parts)
+
+
+def _verdict_button(key: str, label: str, *, pressed: bool) -> str:
+    return (
+        f'<button type="button" data-for="tiles" data-verdict="{escape(key)}" '
+        f'aria-pressed="{"true" if pressed else "false"}">{escape(label)}</button>'
+    )
+
+
+def _failures_section(
+    rows: list[str],
+    failed: int,
+    groups: Counter[str],
+    examples: dict[str, str],
+    top: Sequence[dict[str, Any]],
+) -> str:
     parts = ['<section id="failures">\n<h2>Failures</h2>\n<div class="panel">\n']
-    if not rows:
+    if not failed:
         parts.append('<p class="empty">no failed rows in this report</p>\n')
         parts.append("</div>\n</section>\n")
         return "".join(parts)
-    top = facts.get("top_errors") or []
+    parts.append('<div class="groups">\n')
+    for key, n in groups.most_common():
+        group = FAILURE_GROUPS[key]
+        example = escape(examples.get(key) or "")
+        parts.append(
+            f'<div class="group{" retry" if group.retryable else ""}" data-group="{key}">'
+            f'<span class="count">{n:,}</span> {escape(group.title)}'
+            f"<p>{escape(group.meaning)}</p>"
+            f'<p class="todo">{group.todo}</p>'
+            + (f'<p class="example">for example: {example}</p>' if example else "")
+            + "</div>\n"
+        )
+    parts.append("</div>\n")
     if top:
-        parts.append('<p class="note">most frequent errors:</p>\n<ul class="errors">\n')
+        parts.append('<p class="note">most frequent errors in the job:</p>\n<ul class="errors">\n')
         parts.extend(
             f'<li><span class="count">{int(item["count"]):,}&times;</span> '
             f"{escape(str(item['error'] or '(no message)'))}</li>\n"
@@ -333,7 +698,9 @@ def _failures_section(rows: list[str], failed: int, facts: dict[str, Any]) -> st
             f'<p class="note">showing the first {len(rows):,} of {failed:,} failed rows; '
             "<code>batchmap report --state failed --format csv</code> lists them all</p>\n"
         )
-    parts.append(_filter_box("failed-rows", "filter failures by identifier, status or error"))
+    parts.append('<div class="tools">')
+    parts.append(_filter_input("failed-rows", "filter failures by identifier, status or error"))
+    parts.append('<span class="shown" id="failed-rows-shown"></span></div>\n')
     parts.append(
         '<div class="table-wrap"><table>\n<thead><tr><th>identifier</th>'
         '<th class="num">HTTP status</th><th class="num">attempts</th><th>retryable</th>'
@@ -347,7 +714,7 @@ def _failures_section(rows: list[str], failed: int, facts: dict[str, Any]) -> st
 
 def _no_heatmap_section(count: int) -> str:
     text = (
-        f"{count:,} identifiers have no heatmap (HTTP 204, final); "
+        f"{count:,} identifiers have no heatmap (HTTP 204 or the classifications list, final); "
         "<code>batchmap report --state no_heatmap</code> lists them"
         if count
         else "no identifier in this report lacks a heatmap"
@@ -358,9 +725,7 @@ def _no_heatmap_section(count: int) -> str:
     )
 
 
-def _filter_box(target: str, label: str) -> str:
+def _filter_input(target: str, label: str) -> str:
     return (
-        f'<div class="tools"><input type="search" data-filter="{target}" '
-        f'placeholder="{label}" aria-label="{label}">'
-        f'<span class="shown" id="{target}-shown"></span></div>\n'
+        f'<input type="search" data-filter="{target}" placeholder="{label}" aria-label="{label}">'
     )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
+import subprocess
 import tracemalloc
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -18,7 +21,9 @@ from urllib.parse import unquote
 import pytest
 
 from batchmap import report_html
+from batchmap.report import Written
 from batchmap.report_html import image_src, write_html
+from batchmap.timeline import History, iso
 
 STAMP = "2024-05-01T12:00:00.000Z"
 EVIL = "<script>alert(1)</script>"
@@ -93,12 +98,12 @@ def facts_for(rows: list[dict[str, Any]], *, database: str = "/data/jobs.db") ->
     }
 
 
-def render(rows: list[dict[str, Any]], report_dir: Path, **kwargs: Any) -> tuple[str, int]:
+def render(rows: list[dict[str, Any]], report_dir: Path, **kwargs: Any) -> tuple[str, Written]:
     """The page for `rows` (streamed from an iterator) and write_html's return value."""
     handle = io.StringIO()
     facts = kwargs.pop("facts", None) or facts_for(rows)
-    count = write_html(iter(rows), handle, facts=facts, report_dir=report_dir)
-    return handle.getvalue(), count
+    written = write_html(iter(rows), handle, facts=facts, report_dir=report_dir, **kwargs)
+    return handle.getvalue(), written
 
 
 @dataclass
@@ -252,9 +257,16 @@ def test_thumbnail_grid_is_capped_and_says_so(
     page, count = render(rows, tmp_path)
     doc = parse(page)
 
-    assert count == 6
+    assert (count.rows, count.rendered, count.thumbnails, count.failures) == (6, 4, 3, 1)
     assert [img.attrs["alt"] for img in doc.find_all("img")] == ["id-0", "id-1", "id-2"]
-    assert "showing the first 3 of 5 heatmaps" in doc.by_id("heatmaps").text
+    assert (
+        "showing the first 3 of 5 heatmaps; see batchmap report --format csv"
+        in doc.by_id("heatmaps").text
+    )
+    (shows,) = doc.find_all("p", cls="shows")
+    assert "accounts for all 6 rows" in shows.text
+    assert "3 of 5 heatmaps" in shows.text and "all 1 failed rows" in shows.text
+    assert "Every row: batchmap report --format csv." in shows.text
 
 
 def test_uncapped_grid_has_no_cap_message(tmp_path: Path) -> None:
@@ -262,6 +274,7 @@ def test_uncapped_grid_has_no_cap_message(tmp_path: Path) -> None:
 
     assert len(parse(page).find_all("img")) == 3
     assert "showing the first" not in page
+    assert "Every row:" not in page
 
 
 def test_failures_table_is_capped_and_says_so(
@@ -304,7 +317,7 @@ def test_counts_per_state_are_shown(tmp_path: Path) -> None:
     page, count = render(rows, tmp_path)
     doc = parse(page)
 
-    assert count == 10
+    assert count.rows == 10
     shown = {
         next(c for c in card.classes if c.startswith("state-")): card.find_all("div", cls="n")[
             0
@@ -328,15 +341,15 @@ def test_filtered_report_says_how_many_rows_it_lists(tmp_path: Path) -> None:
 
     page, count = render(only_failed, tmp_path, facts=facts_for(everything))
 
-    assert count == 1
-    assert "lists 1 of the 3 rows" in parse(page).text
+    assert count.rows == 1
+    assert "accounts for 1 of the job's 3 rows (filtered by state)" in parse(page).text
     assert "no heatmaps in this report" in page
 
 
 def test_empty_stream_still_renders_a_page(tmp_path: Path) -> None:
     page, count = render([], tmp_path)
 
-    assert count == 0
+    assert count == Written(0, 0)
     assert parse(page).find_all("h1")
 
 
@@ -364,3 +377,266 @@ def test_memory_stays_bounded_however_many_rows_stream_by(
 
     small, large = peak(2_000), peak(40_000)
     assert large < small + 256 * 1024, (small, large)
+
+
+# -- the run's story, verdicts, failure groups ------------------------------------------------
+
+NOW = 1_795_000_020.0  # 2026-11-18T11:07:00Z
+EVIL_REASON = "<b>server said</b> & wait"
+
+
+def story(now: float = NOW) -> History:
+    """Two runs over the last three hours: a stop between them, an outage, a long pause."""
+    start = now - 3 * 3600  # run 2 is going: its last minute ends now
+    runs = [
+        {"run_id": 1, "started_at": iso(start), "ended_at": iso(start + 3600), "exit_code": 130},
+        {"run_id": 2, "started_at": iso(start + 5400), "ended_at": None, "exit_code": None},
+    ]
+    minutes: list[dict[str, Any]] = []
+    for m in [*range(60), *range(90, 180)]:
+        outage, paused = 120 <= m < 130, 150 <= m < 155
+        minutes.append(
+            {
+                "run_id": 1 if m < 60 else 2,
+                "minute": iso(start + m * 60),
+                "requests": 0 if outage else 60,
+                "ok": 0 if outage else 58,
+                "rate_limited": 0 if outage else 2,
+                "server_error": 5 if outage else 0,
+                "finished": 0 if outage or paused else 58,
+                "paused_seconds": 50.0 if paused else 0.0,
+                "outage_seconds": 60.0 if outage else 0.0,
+                "pause_reasons": {EVIL_REASON: 50.0}
+                if paused
+                else {"outage: 5xx": 60.0}
+                if outage
+                else {},
+                "limits": [[60, 60.0]],
+            }
+        )
+    return History(runs=runs, minutes=minutes, verdicts={})
+
+
+def test_the_story_is_drawn_as_inline_svg_with_stalls_explained(tmp_path: Path) -> None:
+    rows = [row("p", "pending")]
+
+    page, _ = render(rows, tmp_path, history=story(), now=NOW)
+    doc = parse(page)
+
+    section = doc.by_id("story")
+    hourly, per_minute = section.find_all("svg")
+    assert "per hour over the whole job" in hourly.attrs["aria-label"]
+    assert "per minute in run 2" in per_minute.attrs["aria-label"]
+    bars = per_minute.find_all("rect", cls="fin")
+    assert len(bars) == 75  # 90 minutes of run 2 less 10 of outage and 5 paused
+    assert "58 finished, 60 requests, 2 answered 429" in bars[0].find_all("title")[0].text
+    (outage,) = per_minute.find_all("rect", cls="outage")
+    assert "outage" in outage.text and "(10m)" in outage.text
+    (pause,) = per_minute.find_all("rect", cls="pause")
+    assert EVIL_REASON in pause.text  # as text: the <b> became no element
+    assert not doc.find_all("b")
+    (idle,) = hourly.find_all("rect", cls="idle")
+    assert "not running" in idle.text and "run 1 was interrupted" in idle.text
+    assert hourly.find_all("line", cls="ceil")  # the learned limit as a dashed line
+    assert "3.3%280 of 8,400 requests" in section.text  # the share of 429s
+    assert "estimated finish" in section.text and "1 row left" in section.text
+
+
+def test_runs_are_listed_with_start_end_duration_and_exit_code(tmp_path: Path) -> None:
+    doc = parse(render([row("p", "pending")], tmp_path, history=story(), now=NOW)[0])
+
+    (body,) = doc.by_id("runs").find_all("tbody")
+    newest, oldest = [[td.text for td in tr.find_all("td")] for tr in body.find_all("tr")]
+    assert newest[0] == "2" and newest[2] == "\N{EN DASH}"
+    assert "still running, or killed" in newest[5]
+    assert oldest[0] == "1" and oldest[3] == "1h00m" and oldest[4] == "130"
+    assert oldest[5] == "was interrupted"
+
+
+def test_a_job_without_history_says_so(tmp_path: Path) -> None:
+    doc = parse(render([row("p", "pending")], tmp_path)[0])
+
+    assert "no run history" in doc.by_id("story").text
+    assert not doc.find_all("svg")
+
+
+def test_thumbnails_show_verdict_confidence_and_name_and_filter_by_verdict(tmp_path: Path) -> None:
+    rows = [
+        {
+            **done_row(tmp_path, "a"),
+            "verdict": "artificial",
+            "confidence": 0.97,
+            "image_name": EVIL,
+        },
+        {**done_row(tmp_path, "b"), "verdict": "human", "confidence": 88.0, "image_name": None},
+        {**done_row(tmp_path, "c"), "verdict": "artificial", "confidence": None},
+        done_row(tmp_path, "d"),
+    ]
+
+    page, _ = render(rows, tmp_path)
+    doc = parse(page)
+
+    tiles = doc.find_all("figure", cls="tile")
+    assert [t.attrs["data-verdict"] for t in tiles] == ["artificial", "human", "artificial", "none"]
+    captions = [[span.text for span in t.find_all("span")] for t in tiles]
+    assert captions == [
+        ["a", EVIL, "artificial 97%"],
+        ["b", "human 88%"],
+        ["c", "artificial"],
+        ["d"],
+    ]
+    assert EVIL not in page
+    buttons = [(b.attrs["data-verdict"], b.text) for b in doc.find_all("button")]
+    assert buttons == [
+        ("", "all (4)"),
+        ("artificial", "artificial (2)"),
+        ("human", "human (1)"),
+        ("none", "no verdict (1)"),
+    ]
+    assert all(b.attrs["data-for"] == "tiles" for b in doc.find_all("button"))
+
+
+def test_a_job_without_verdicts_has_no_verdict_buttons(tmp_path: Path) -> None:
+    doc = parse(render([done_row(tmp_path, "a"), done_row(tmp_path, "b")], tmp_path)[0])
+
+    assert not doc.find_all("button")
+
+
+@pytest.mark.parametrize(
+    ("failed", "group", "advice"),
+    [
+        (dict(http_status=404, error="HTTP 404: unknown", retryable=0), "not_found", "--column"),
+        (dict(http_status=410, error="HTTP 410", retryable=0), "client_error", "server's message"),
+        (dict(http_status=503, error="HTTP 503", retryable=1), "server", "--retry-failed"),
+        (dict(error="timed out after 30s", retryable=1), "network", "--timeout"),
+        (dict(http_status=200, error="200 but a truncated PNG", retryable=1), "bad_body", "resume"),
+        (dict(error="body larger than 10 MB refused", retryable=1), "too_large", "resume"),
+        (
+            dict(http_status=302, error="redirect to another origin refused (https://x)"),
+            "redirect",
+            "--base-url",
+        ),
+    ],
+)
+def test_each_failure_group_says_what_it_means_and_what_to_do(
+    tmp_path: Path, failed: dict[str, Any], group: str, advice: str
+) -> None:
+    doc = parse(render([row("x", "failed", **failed)], tmp_path)[0])
+
+    (box,) = doc.by_id("failures").find_all("div", cls="group")
+    assert box.attrs["data-group"] == group
+    assert box.text.startswith("1 ")
+    assert advice in box.text
+    assert report_html.FAILURE_GROUPS[group].meaning in box.text
+
+
+def test_css_and_js_are_package_data_inlined_in_the_page(tmp_path: Path) -> None:
+    assets = resources.files("batchmap").joinpath("assets")
+    css = assets.joinpath("report.css").read_text(encoding="utf-8")
+    js = assets.joinpath("report.js").read_text(encoding="utf-8")
+
+    doc = parse(render([row("p", "pending")], tmp_path)[0])
+
+    assert [s.text for s in doc.find_all("style")] == [css]
+    assert [s.text for s in doc.find_all("script")] == [js]
+    assert "prefers-color-scheme: dark" in css
+    assert not hasattr(report_html, "_CSS")  # no second copy in Python strings
+
+
+# -- in a real browser -------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"
+)
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--hide-scrollbars", f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=True)
+
+
+def first_pixel(png: bytes) -> tuple[int, int, int]:
+    """The top-left pixel of an 8-bit RGB(A) PNG (enough of a decoder for a screenshot)."""
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    _, _, depth, colour = struct.unpack(">IIBB", png[16:26])
+    assert depth == 8 and colour in (2, 6)
+    data, offset = b"", 8
+    while offset < len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        if png[offset + 4 : offset + 8] == b"IDAT":
+            data += png[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+    raw = zlib.decompress(data)
+    # Every filter predicts the first pixel of the first row from zeros: its bytes are as is.
+    return raw[1], raw[2], raw[3]
+
+
+def sample_page(tmp_path: Path) -> Path:
+    rows = [
+        {**done_row(tmp_path / "out", f"id-{i}"), "verdict": verdict, "confidence": 0.9}
+        for i, verdict in enumerate(["artificial", "human", "artificial", "human", "human"])
+    ] + [
+        row("gone", "failed", http_status=404, error="HTTP 404: unknown", retryable=0),
+        row("flaky", "failed", http_status=503, attempts=5, error="HTTP 503", retryable=1),
+        row("later", "pending", attempts=0),
+    ]
+    page = tmp_path / "report.html"
+    page.write_text(render(rows, tmp_path, history=story(), now=NOW)[0], encoding="utf-8")
+    return page
+
+
+@needs_chromium
+@pytest.mark.parametrize(("scheme", "dark"), [("light", False), ("dark", True)])
+def test_the_report_renders_in_chromium_in_both_colour_schemes(
+    tmp_path: Path, scheme: str, dark: bool
+) -> None:
+    page = sample_page(tmp_path)
+    shot = tmp_path / f"report-{scheme}.png"
+
+    chromium(
+        "--window-size=1200,1600",
+        f"--blink-settings=preferredColorScheme={0 if dark else 1}",
+        f"--screenshot={shot}",
+        page.as_uri(),
+        profile=tmp_path / "profile",
+    )
+
+    pixel = first_pixel(shot.read_bytes())
+    assert (sum(pixel) < 150) if dark else (sum(pixel) > 600), pixel
+
+
+@needs_chromium
+def test_the_verdict_filter_hides_other_tiles_in_chromium(tmp_path: Path) -> None:
+    page = sample_page(tmp_path)
+    # Click "human" once the page's own script has wired the buttons, then note what shows.
+    probe = (
+        "<script>document.addEventListener('DOMContentLoaded', function () {"
+        "setTimeout(function () {"
+        "document.querySelector('button[data-verdict=\"human\"]').click();"
+        "var shown = document.querySelectorAll('#tiles > figure:not([hidden])');"
+        "document.body.dataset.visible = shown.length;"
+        "document.body.dataset.label = document.getElementById('tiles-shown').textContent;"
+        "}, 0); });</script>"
+    )
+    page.write_text(page.read_text(encoding="utf-8").replace("</body>", probe + "</body>"))
+
+    dom = chromium("--dump-dom", page.as_uri(), profile=tmp_path / "profile").stdout
+
+    assert 'data-visible="3"' in dom
+    assert 'data-label="3 of 5 match"' in dom
+
+
+def test_runs_without_a_timeline_still_make_a_page(tmp_path: Path) -> None:
+    runs = [{"run_id": 1, "started_at": iso(NOW - 600), "ended_at": iso(NOW - 60), "exit_code": 0}]
+
+    doc = parse(render([row("p", "pending")], tmp_path, history=History(runs, []), now=NOW)[0])
+
+    assert not doc.find_all("svg")
+    assert "no timeline yet" in doc.by_id("story").text
+    assert "finished every row" in doc.by_id("runs").text

@@ -28,8 +28,13 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(report: Path, out: Path, *, chromium: str, window: str = WINDOW) -> None:
-    """Render `report` in a fresh headless profile and save a PNG of the window at `out`."""
+def screenshot(
+    report: Path, out: Path, *, chromium: str, window: str = WINDOW, dark: bool = False
+) -> None:
+    """Render `report` in a fresh headless profile and save a PNG of the window at `out`.
+
+    `dark` asks for the dark colour scheme (prefers-color-scheme: dark).
+    """
     with tempfile.TemporaryDirectory(prefix="batchmap-chromium-") as profile:
         command = [
             chromium,
@@ -43,6 +48,8 @@ def screenshot(report: Path, out: Path, *, chromium: str, window: str = WINDOW) 
             "--hide-scrollbars",
             f"--user-data-dir={profile}",
             f"--window-size={window}",
+            # Blink's PreferredColorScheme: 0 is dark, 1 is light.
+            f"--blink-settings=preferredColorScheme={0 if dark else 1}",
             f"--screenshot={out.absolute()}",
             report.absolute().as_uri(),
         ]
@@ -55,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("report", type=Path, help="the HTML report")
     parser.add_argument("out", type=Path, help="where to write the PNG")
     parser.add_argument("--window", default=WINDOW, help="WIDTH,HEIGHT (default %(default)s)")
+    parser.add_argument("--dark", action="store_true", help="the dark colour scheme")
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if chromium is None:
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.unlink(missing_ok=True)
     try:
-        screenshot(args.report, args.out, chromium=chromium, window=args.window)
+        screenshot(args.report, args.out, chromium=chromium, window=args.window, dark=args.dark)
     except subprocess.TimeoutExpired:
         print(f"error: chromium took more than {TIMEOUT_SECONDS}s", file=sys.stderr)
         return 1
