@@ -1,3 +1,8 @@
 """batchmap: download identifAI AI-heatmaps in bulk, paced, resumable and crash-safe."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("batchmap")  # written once, in pyproject.toml
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
