@@ -91,10 +91,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         "kill -9 loses nothing: resume finishes the rows a killed run left running",
     ),
     Mutation(
+        # Not app._recover's call: fetch_all calls remove_partials again, so one call deleted
+        # changes nothing (an equivalent mutant).
         "partials-kept",
-        "batchmap/app.py",
-        "removed = remove_partials(out)",
-        "removed = 0",
+        "batchmap/files.py",
+        "shutil.rmtree(partial_dir)",
+        "pass",
         (
             "tests/test_crash.py::test_a_leftover_file_of_an_unfinished_row_never_stays_when_the_row_fails",
             "tests/test_crash.py::test_kill_9_at_random_instants_then_resume_finishes_everything_exactly_once",
@@ -291,6 +293,26 @@ MUTATIONS: tuple[Mutation, ...] = (
             "tests/test_e2e.py::test_a_key_without_api_access_stops_with_exit_3_and_says_to_accept_the_terms",
         ),
         "401/403 stop the run with exit 3",
+    ),
+    Mutation(
+        "403-not-a-stop",
+        "batchmap/policy.py",
+        "if status in (401, 403):",
+        "if status == 401:",
+        (
+            "tests/test_e2e.py::test_a_wrong_key_stops_the_run_with_exit_3_and_leaves_rows_pending",
+            "tests/test_e2e.py::test_a_key_without_api_access_stops_with_exit_3_and_says_to_accept_the_terms",
+        ),
+        "403 stops the run with exit 3",
+    ),
+    # -- --max-rate caps the pacer (README, Pacing)
+    Mutation(
+        "max-rate-ignored",
+        "batchmap/pacer.py",
+        "caps.append(self.max_rate)",
+        "pass",
+        ("tests/test_pacer.py::test_max_rate_is_a_ceiling",),
+        "--max-rate caps the learned rate",
     ),
     # -- Transient errors are retried with backoff, then failed
     Mutation(

@@ -41,8 +41,8 @@ class Case:
 OUTAGE = ("--outage-at", "3", "--outage-for", "15")
 CASES = (
     Case("healthy", "no fault: the baseline run time", ()),
-    Case("503s", "30 % of answers are 503", ("--error-rate", "0.3")),
-    Case("drops", "20 % of connections dropped without an answer", ("--drop-rate", "0.2")),
+    Case("503s", "half of all answers are 503", ("--error-rate", "0.5")),
+    Case("drops", "30 % of connections dropped without an answer", ("--drop-rate", "0.3")),
     Case("truncated", "20 % of PNGs cut in half", ("--truncate-rate", "0.2")),
     Case("not-png", "20 % of 200s are an HTML page", ("--not-png-rate", "0.2")),
     Case("slow", "every answer 0.5 s late", ("--latency", "0.5")),

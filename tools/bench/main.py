@@ -32,12 +32,12 @@ OCCASIONAL = {"chaos"}  # run only when named (`make chaos`)
 def summary(report: Report, elapsed: float) -> None:
     """The final table: every target, its figure and PASS/MISS; whole-run figures as info."""
     say(f"== summary ({elapsed:.0f} s) ==")
-    say(f"  {'section':<17} {'figure':<36} {'value':>10}  {'target':<11} result")
+    say(f"  {'section':<17} {'figure':<42} {'value':>10}  {'target':<11} result")
     for t in report.targets:
         goal = "" if t.op == INFO else f"{t.op} {t.goal_shown}"
-        say(f"  {t.section:<17} {t.figure:<36} {t.shown:>10}  {goal:<11} {t.verdict}")
+        say(f"  {t.section:<17} {t.figure:<42} {t.shown:>10}  {goal:<11} {t.verdict}")
     for name, error in report.errors.items():
-        say(f"  {name:<17} {'(section failed)':<36} {'':>10}  {'':<11} ERROR: {error}")
+        say(f"  {name:<17} {'(section failed)':<42} {'':>10}  {'':<11} ERROR: {error}")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
