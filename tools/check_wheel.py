@@ -57,12 +57,15 @@ def copy_source(to: Path) -> None:
     Building from a copy keeps setuptools' build/ and egg-info out of the tree, and a stale
     build/lib from an earlier build can never slip a deleted module into the wheel.
     """
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    ).stdout.decode()
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout.decode()
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise WheelCheckError(f"{ROOT} must be a git checkout to list its files: {error}") from None
     for name in filter(None, listed.split("\0")):
         if (ROOT / name).is_file():
             (to / name).parent.mkdir(parents=True, exist_ok=True)
