@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench lint typecheck clean
+.PHONY: test demo bench chaos mutate wheel lint typecheck clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,25 @@ test: $(BIN)/.installed
 	$(BIN)/ruff check batchmap tests tools
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+	$(BIN)/python tools/check_wheel.py
 
 demo: $(BIN)/.installed
 	$(BIN)/python tools/demo.py
 
 bench: $(BIN)/.installed
-	$(BIN)/python tools/bench.py
+	$(BIN)/python -m tools.bench
+
+# The real CLI against a fake server that misbehaves on purpose: rows lost, memory, time.
+chaos: $(BIN)/.installed
+	$(BIN)/python -m tools.bench chaos
+
+# Occasional (minutes): one-line breaks of the code on a copy; the tests cited must fail.
+mutate: $(BIN)/.installed
+	$(BIN)/python tools/mutate.py
+
+# The wheel alone: build, install in a clean venv, smoke-test (also the last step of `test`).
+wheel: $(BIN)/.installed
+	$(BIN)/python tools/check_wheel.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check batchmap tests tools

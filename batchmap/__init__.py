@@ -13,9 +13,13 @@ Names are imported on first use, so `import batchmap` stays cheap for `status` a
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("batchmap")  # written once, in pyproject.toml
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 # name -> module that defines it
 _EXPORTS = {

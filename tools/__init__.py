@@ -1,0 +1,1 @@
+"""Developer tools: the demo, the benchmarks, mutation checks; not shipped in the wheel."""
