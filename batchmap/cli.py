@@ -292,9 +292,16 @@ def status(db: Path, as_json: bool) -> None:
 def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
     """One record per identifier: csv, json, jsonl, or an html page linking the heatmaps."""
     selected = JobState(state) if state else None
-    count = write_report(db, fmt=Format(fmt), state=selected, output=output)
-    if output is not None:
-        click.echo(f"wrote {_plural(count, 'row')} to {output}", err=True)
+    written = write_report(db, fmt=Format(fmt), state=selected, output=output)
+    if output is None:
+        return
+    said = f"wrote {_plural(written.rows, 'row')} to {output}"
+    if Format(fmt) is Format.HTML:
+        said += (
+            f" (the page shows {_plural(written.thumbnails, 'thumbnail')} and "
+            f"{_plural(written.failures, 'failed row')}; every row: --format csv)"
+        )
+    click.echo(said, err=True)
 
 
 def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:

@@ -477,7 +477,7 @@ class Runner:
             paths = [Path(record.saved.path) for record in batch if record.saved]
             if paths:
                 await asyncio.to_thread(publish, paths, out=self.settings.out)
-            minutes = self.timeline.take(self.pacer.view())
+            minutes = self.timeline.take(self.pacer.view()) if self.run_id is not None else []
             self.store.record(batch, timeline=minutes, run_id=self.run_id)
             self._timeline_flushed = now
 

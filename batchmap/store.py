@@ -725,6 +725,14 @@ class Store:
             )
         return cursor.rowcount
 
+    @_guarded
+    def retryable_failures(self) -> int:
+        """Failed rows a later retry could still win (5xx, timeouts), not permanent 4xx."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM jobs WHERE state = 'failed' AND retryable = 1"
+        ).fetchone()
+        return int(row[0])
+
     # -- the classifications prefilter -------------------------------------------------------
 
     @_guarded

@@ -1,4 +1,4 @@
-"""Outage decisions as a table: which failures a row pays for, when the pool pauses, when to give up."""
+"""Outage decisions as a table: who pays for a failure, when the pool pauses, when to give up."""
 
 from __future__ import annotations
 

@@ -72,20 +72,26 @@ def run_batchmap_inprocess(
     server: FakeServer, csv: Path, work: Path, n: int
 ) -> tuple[Timed, float]:
     """One batchmap run in this process on a fresh table; also the load time (not in Timed)."""
-    from batchmap.app import FetchOptions, fetch_all, load_csv
+    from batchmap import Job, Pace
 
     db = work / f"jobs-{n}.db"
+    job = Job(db)
     started = time.perf_counter()
-    load_csv(db, csv)
+    job.load(csv)
     loaded = time.perf_counter() - started
-    options = FetchOptions(
-        api_key=server.key,
-        base_url=server.url,
-        out=work / f"heatmaps-{n}",
-        concurrency=THROUGHPUT_CONCURRENCY,
-    )
     result: list[int] = []
-    run = timed(server, lambda: result.append(fetch_all(db, options).exit_code))
+
+    def fetch() -> None:
+        outcome = job.run(
+            api_key=server.key,
+            base_url=server.url,
+            out=work / f"heatmaps-{n}",
+            pace=Pace(concurrency=THROUGHPUT_CONCURRENCY),
+            prefilter=False,  # the naive baseline asks no classifications either
+        )
+        result.append(outcome.exit_code)
+
+    run = timed(server, fetch)
     if result[0] not in (0, 1):
         say(f"  !! batchmap exit code {result[0]}")
     return run, loaded
