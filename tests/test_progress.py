@@ -63,4 +63,4 @@ def test_the_eta_holds_steady_through_a_minute_window_pause(tmp_path: Path) -> N
         if second >= 60 and eta is not None:
             etas.append(clock.now + eta)  # the predicted finish
     # Steady within a fraction of a window: it once swung 1m12s -> 13m18s -> 1m47s in one run.
-    assert max(etas) - min(etas) < 30
+    assert max(etas) - min(etas) < 60
