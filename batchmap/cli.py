@@ -448,7 +448,7 @@ def _fetch(
 ) -> NoReturn:
     from batchmap.progress import Mode, ProgressView
     from batchmap.runner import Stop
-    from batchmap.session import start
+    from batchmap.session import Prepared, fetch, prepare
 
     _setup_logging(options["quiet"], options["verbose"])
     api, pace, output = _configs(options)
@@ -460,23 +460,25 @@ def _fetch(
         stop.request()
         view.stopping(force=stop.force.is_set())
 
-    async def go() -> RunResult:
+    async def go(prepared: Prepared) -> RunResult:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)
         try:
-            return await start(
-                db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-                prefilter=options["prefilter"], on_progress=view, stop=stop,
-            )  # fmt: skip
+            return await fetch(prepared, on_progress=view, stop=stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    try:
-        result = asyncio.run(go())
-    finally:
-        view.close()
+    # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
+    with prepare(
+        db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
+        prefilter=options["prefilter"],
+    ) as prepared:  # fmt: skip
+        try:
+            result = asyncio.run(go(prepared))
+        finally:
+            view.close()
     _show_summary(result)
     sys.exit(result.exit_code)
 

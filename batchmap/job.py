@@ -27,7 +27,7 @@ from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats
 from batchmap.runner import Stop
 from batchmap.session import Progress, RunResult, load_ids, start
-from batchmap.store import Store
+from batchmap.store import Store, check_database
 
 PathLike = str | os.PathLike[str]
 
@@ -47,6 +47,7 @@ class Job:
         Idempotent: known identifiers and finished rows are never touched. Takes the job
         lock, so a load never races a run.
         """
+        check_database(self.db)
         with JobLock(self.db), Store(self.db) as store:
             if isinstance(source, str | os.PathLike):
                 return load_ids(store, Path(source), column=column)

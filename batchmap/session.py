@@ -12,7 +12,8 @@ import ipaddress
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from batchmap.policy import check_api_key
 from batchmap.prefilter import META_KEY as PREFILTER_KEY
 from batchmap.prefilter import remembered_unavailable
 from batchmap.runner import Runner, RunSettings, Stop, Tally
-from batchmap.store import Store
+from batchmap.store import Store, check_database
 
 log = logging.getLogger("batchmap")
 
@@ -90,7 +91,20 @@ class RunResult:
         return EXIT_FAILED if self.counts[JobState.FAILED] or unfinished else EXIT_OK
 
 
-async def start(
+@dataclass(slots=True)
+class Prepared:
+    """A job ready to fetch: locked, checked, loaded and recovered; its run is on record."""
+
+    store: Store
+    key: str
+    base_url: str
+    settings: RunSettings
+    run_id: int
+    exit_code: int = EXIT_FAILED
+
+
+@contextmanager
+def prepare(
     db: Path,
     api: Api,
     pace: Pace,
@@ -100,15 +114,18 @@ async def start(
     column: str | None = None,
     retry_failed: bool = False,
     prefilter: bool = True,
-    on_progress: Callable[[Progress], None] | None = None,
-    stop: Stop | None = None,
-) -> RunResult:
-    """Load (if asked), recover, and fetch every unfinished row, holding the job lock."""
+) -> Iterator[Prepared]:
+    """Everything before the first request, synchronous, under the job lock.
+
+    Kept out of the event loop so that Ctrl-C during a long load is a KeyboardInterrupt that
+    rolls the load back whole. The run's record is closed with its exit code on the way out.
+    """
     key, stripped = check_api_key(api.api_key)
     if stripped:
         log.info("note: removed whitespace around the API key")
     if api.base_url is not None:
         check_base_url(api.base_url)
+    check_database(db)  # refuse another program's file before the lock file appears beside it
     with JobLock(db), Store(db, create=load is not None) as store:
         store.check_integrity()
         out, layout = resolve_output(store, output)
@@ -135,20 +152,53 @@ async def start(
             "concurrency": pace.concurrency, "max_rate": pace.max_rate,
             "prefilter": use_prefilter, "retry_failed": retry_failed,
         }  # fmt: skip
-        run_id = store.start_run(options)
-        exit_code = EXIT_FAILED
+        prepared = Prepared(store, key, base_url, settings, store.start_run(options))
         try:
-            result = await _fetch(store, key, base_url, settings, run_id, on_progress, stop)
-            exit_code = result.exit_code
-            return result
+            yield prepared
         except BatchmapError as error:
-            exit_code = error.exit_code
+            prepared.exit_code = error.exit_code
             raise
-        except asyncio.CancelledError:
-            exit_code = EXIT_INTERRUPTED
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            prepared.exit_code = EXIT_INTERRUPTED
             raise
         finally:
-            store.end_run(run_id, exit_code=exit_code)
+            store.end_run(prepared.run_id, exit_code=prepared.exit_code)
+
+
+async def fetch(
+    prepared: Prepared,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: Stop | None = None,
+) -> RunResult:
+    """Fetch every unfinished row of a prepared job."""
+    result = await _fetch(
+        prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
+        on_progress, stop,
+    )  # fmt: skip
+    prepared.exit_code = result.exit_code
+    return result
+
+
+async def start(
+    db: Path,
+    api: Api,
+    pace: Pace,
+    output: Output,
+    *,
+    load: Path | None = None,
+    column: str | None = None,
+    retry_failed: bool = False,
+    prefilter: bool = True,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: Stop | None = None,
+) -> RunResult:
+    """Prepare and fetch in one call (the library's `arun`)."""
+    with prepare(
+        db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
+        prefilter=prefilter,
+    ) as prepared:  # fmt: skip
+        return await fetch(prepared, on_progress=on_progress, stop=stop)
 
 
 async def _fetch(

@@ -349,6 +349,13 @@ def _inspect(path: Path) -> Inspection:
     return inspection
 
 
+def check_database(path: Path) -> None:
+    """Refuse another program's file (or a newer batchmap's) without writing anything."""
+    inspection = _inspect(path)
+    if inspection.kind in (Kind.FOREIGN, Kind.NEWER):
+        raise _refusal(path, inspection)
+
+
 def _inspect_with(path: Path, *, immutable: bool) -> Inspection:
     try:
         conn = sqlite3.connect(_read_only_uri(path, immutable=immutable), uri=True)
