@@ -31,7 +31,7 @@ KEY = "hostile-KEY-t6Wq/Np3+Zr8"  # distinctive, with the characters PHP and URL
 MiB = 1024 * 1024
 TWO_GIB = 2 * 1024 * MiB
 SAFETY_VALVE = 256 * MiB  # the servers never send more than this, so an old client fails fast
-PEAK_BUDGET = 3 * MAX_BODY_BYTES  # Python allocations one hostile request may cost at most
+PEAK_BUDGET = 2 * MAX_BODY_BYTES  # a body at the limit plus working space, at most
 ZEROS = bytes(64 * 1024)
 
 
