@@ -212,6 +212,34 @@ def test_a_gzip_bomb_is_never_inflated_past_the_limit() -> None:
     assert_bounded(measured)
 
 
+def test_the_classifications_read_is_bounded_too() -> None:
+    from batchmap.fetch import CLASSIFICATIONS_MAX_BYTES, fetch_classifications
+
+    bomb = gzip_bomb()
+
+    async def bombing(request: Request, writer: asyncio.StreamWriter, server: Server) -> None:
+        fields = ("Content-Type: application/json", "Content-Encoding: gzip")
+        await send(writer, "200 OK", *fields, f"Content-Length: {len(bomb)}", body=bomb)
+
+    async def go() -> tuple[Outcome, str | None, int]:
+        async with serve(bombing) as server:
+            client = make_client(server.url, api_key=KEY, timeout=10, concurrency=1)
+            async with client:
+                tracemalloc.start()
+                try:
+                    answer = await fetch_classifications(client, ["a" * 64], timeout=10)
+                    _, peak = tracemalloc.get_traced_memory()
+                finally:
+                    tracemalloc.stop()
+        return answer.outcome, answer.unsupported, peak
+
+    outcome, unsupported, peak = asyncio.run(go())
+    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert (outcome.error or "").startswith("body over the 8 MiB limit once decompressed")
+    assert unsupported is None  # a transient body trouble, not a missing endpoint
+    assert peak < 2 * CLASSIFICATIONS_MAX_BYTES
+
+
 # --------------------------------------------------------------------------- Retry-After
 
 
