@@ -216,6 +216,7 @@ def test_identity_is_asked_for_and_a_heatmap_at_the_limit_passes() -> None:
         ("deflate", zlib.compress),
         ("deflate", lambda data: zlib.compress(data, wbits=-15)),  # raw deflate, seen in the wild
         ("GZIP", lambda data: gzip.compress(data[:20]) + gzip.compress(data[20:])),  # 2 members
+        ("gzip", lambda data: gzip.compress(data) + bytes(100)),  # padded, as gzip(1) tolerates
     ],
 )
 def test_a_compressed_heatmap_is_decoded(encoding: str, compress: Callable[[bytes], bytes]) -> None:
