@@ -369,6 +369,18 @@ async def garbage(request: Request, writer: asyncio.StreamWriter, server: Server
     await writer.drain()
 
 
+async def header_flood(request: Request, writer: asyncio.StreamWriter, server: Server) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\n")
+    for _ in range(SAFETY_VALVE // 4096):  # headers that never end: h11 stops at 16 KiB
+        writer.write(b"X-Junk: " + b"a" * 4086 + b"\r\n")
+        await writer.drain()
+        server.sent += 4096
+
+
+async def lying_length(request: Request, writer: asyncio.StreamWriter, server: Server) -> None:
+    await send(writer, "200 OK", "Content-Length: 10", "Content-Length: 99999999999")
+
+
 async def silent(request: Request, writer: asyncio.StreamWriter, server: Server) -> None:
     await asyncio.sleep(3600)
 
@@ -379,6 +391,8 @@ async def silent(request: Request, writer: asyncio.StreamWriter, server: Server)
         (hang_up, Failure.NETWORK),
         (cut_short, Failure.NETWORK),
         (garbage, Failure.NETWORK),
+        (header_flood, Failure.NETWORK),
+        (lying_length, Failure.NETWORK),
         (silent, Failure.TIMEOUT),
     ],
 )
