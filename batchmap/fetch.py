@@ -37,6 +37,7 @@ CLASSIFICATIONS_MAX_BYTES = 8 * MiB  # 100 classification objects with every mod
 ERROR_BODY_BYTES = 64 * 1024  # read of an error answer: enough for its message, then stop
 MAX_IDENTIFIERS = 100  # identifAI's documented ceiling for one classifications request
 _GZIP = frozenset({"gzip", "x-gzip"})
+_GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_STEP = 256 * 1024  # bytes inflated per zlib call, so no call holds a big piece
 
 
@@ -370,12 +371,16 @@ class _Inflater:
         self._wbits = 16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS
         self._z = zlib.decompressobj(self._wbits)
         self._started = False
+        self._trailer = False
 
     def feed(self, data: bytes) -> None:
-        while data and not self.over:
+        while data and not self.over and not self._trailer:
             if self._z.eof:
                 if not self._gzip:
                     raise zlib.error("data after the end of a deflate stream")
+                if not _GZIP_MAGIC.startswith(data[:2]):
+                    self._trailer = True  # padding after the last member, ignored as gzip(1) does
+                    return
                 self._z = zlib.decompressobj(self._wbits)  # gzip allows several members
             room = self.limit - len(self.out)
             try:

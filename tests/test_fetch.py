@@ -15,7 +15,9 @@ from batchmap.errors import InputError
 from batchmap.fetch import (
     CLASSIFICATIONS_MAX_BYTES,
     MAX_BODY_BYTES,
+    MAX_IDENTIFIERS,
     ClassificationsAnswer,
+    classifications_path,
     fetch_classifications,
     fetch_heatmap,
     make_client,
@@ -214,6 +216,7 @@ def test_identity_is_asked_for_and_a_heatmap_at_the_limit_passes() -> None:
         ("deflate", zlib.compress),
         ("deflate", lambda data: zlib.compress(data, wbits=-15)),  # raw deflate, seen in the wild
         ("GZIP", lambda data: gzip.compress(data[:20]) + gzip.compress(data[20:])),  # 2 members
+        ("gzip", lambda data: gzip.compress(data) + bytes(100)),  # padded, as gzip(1) tolerates
     ],
 )
 def test_a_compressed_heatmap_is_decoded(encoding: str, compress: Callable[[bytes], bytes]) -> None:
@@ -476,3 +479,9 @@ def test_the_bulk_read_is_bounded_and_a_network_failure_is_transient() -> None:
     answer = ask(refused)
     assert answer.outcome.failure is Failure.CONNECT and answer.unsupported is None
     assert CLASSIFICATIONS_MAX_BYTES == 8 * 1024 * 1024
+
+
+def test_a_full_batch_of_identifai_identifiers_fits_an_8_kib_request_line() -> None:
+    # nginx's default large_client_header_buffers (8 KiB) answers 414 past that.
+    path = classifications_path([f"{i:064x}" for i in range(MAX_IDENTIFIERS)])
+    assert len(f"GET /v1{path} HTTP/1.1\r\n") < 8 * 1024
