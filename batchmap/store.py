@@ -318,9 +318,10 @@ def _inspect(path: Path) -> Inspection:
     """Judge a file without changing a byte of it or creating any file beside it.
 
     `immutable=1` reads the main file only: no lock, no -wal/-shm (plain `mode=ro` creates
-    both beside a WAL database and leaves them behind). Only when that view shows no tables
-    while a write-ahead log exists (a job database killed before its first checkpoint) is the
-    log read too, through a read-only connection, which never checkpoints into the file.
+    both beside a WAL database and leaves them behind). Only when a write-ahead log already
+    exists (a database in use, or a job killed before its first checkpoint) and that view is
+    not clearly ours is the log read too, through a read-only connection, which never
+    checkpoints into the file.
     """
     try:
         if path.is_dir():
@@ -342,10 +343,17 @@ def _inspect(path: Path) -> Inspection:
             f"{path}: not a batchmap job database (not an SQLite file); batchmap left it "
             "unchanged: give another --db"
         )
-    inspection = _inspect_with(path, immutable=True)
-    wal = Path(f"{path}-wal")
-    if inspection.kind is Kind.NEW and wal.exists() and wal.stat().st_size > 0:
-        inspection = _inspect_with(path, immutable=False)
+    # A log beside the file means a live or killed writer: the main file alone may be stale, or
+    # torn by a checkpoint under way. Anything but "ours" is then judged again, under a lock.
+    in_use = Path(f"{path}-wal").exists()
+    try:
+        inspection = _inspect_with(path, immutable=True)
+    except StorageError:
+        if not in_use:
+            raise
+        return _inspect_with(path, immutable=False)
+    if in_use and inspection.kind in (Kind.NEW, Kind.FOREIGN):
+        return _inspect_with(path, immutable=False)
     return inspection
 
 

@@ -196,6 +196,26 @@ def test_every_command_refuses_another_programs_database_with_exit_2_and_one_lin
     }
 
 
+def test_another_programs_database_in_use_is_refused_without_touching_it(
+    tmp_path: Path,
+) -> None:
+    path = foreign_wal_db(tmp_path / "other.db")
+    owner = sqlite3.connect(path)  # its program has it open, with fresh rows only in its log
+    owner.execute("PRAGMA wal_autocheckpoint = 0")
+    with owner:
+        owner.execute("INSERT INTO jobs (command, state) VALUES ('c', 'queued')")
+    log = Path(f"{path}-wal")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, log)}
+    try:
+        for create in (True, False):
+            with pytest.raises(InputError, match="not a batchmap job database"):
+                Store(path, create=create)
+        assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, log)} == before
+        assert owner.execute("SELECT count(*) FROM jobs").fetchone() == (3,)
+    finally:
+        owner.close()
+
+
 def test_an_empty_file_or_an_empty_sqlite_database_becomes_a_job_database(
     tmp_path: Path,
 ) -> None:

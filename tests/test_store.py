@@ -413,14 +413,22 @@ def test_a_crash_before_commit_loses_the_records_and_their_minutes_together(
         store.load_ids(["a"])
         (job,) = store.claim(1)
         run_id = store.start_run({})
-    # The process dies at the very moment it would commit: a kill -9 at the worst instant.
+    # The process dies at the very moment it would commit the minute: a kill -9 at the worst
+    # instant. Had the outcomes their own transaction, they would survive without their minute.
     script = f"""
         import os
         from pathlib import Path
         from batchmap.models import Job, JobState, MinuteStats, Record
         from batchmap.store import Store
         store = Store(Path({str(db)!r}))
-        store.conn.set_trace_callback(lambda sql: os._exit(9) if sql == "COMMIT" else None)
+        seen = []
+
+        def trace(sql):
+            seen.append(sql)
+            if sql == "COMMIT" and any(s.startswith("INSERT INTO timeline") for s in seen):
+                os._exit(9)  # the commit that would make the minute durable
+
+        store.conn.set_trace_callback(trace)
         store.record(
             [Record(Job({job.rowid}, "a"), JobState.NO_HEATMAP, 1, 204)],
             timeline=[MinuteStats("2026-01-01T10:00:00Z", requests=1, no_heatmap=1, finished=1)],
