@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -519,3 +521,18 @@ def test_lock_owner_names_the_live_run_without_taking_its_lock(tmp_path: Path) -
     assert JobLock.owner(db) is None
     with JobLock(db):
         assert JobLock.owner(db) == os.getpid()
+
+
+def test_a_run_starting_while_status_probes_the_lock_is_not_refused(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    lock_file = tmp_path / "jobs.db.lock"
+    lock_file.touch()
+    fd = os.open(lock_file, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what `owner` holds for an instant
+    timer = threading.Timer(0.03, os.close, (fd,))
+    timer.start()
+    try:
+        with JobLock(db):
+            assert JobLock.owner(db) == os.getpid()
+    finally:
+        timer.join()
