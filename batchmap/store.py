@@ -257,12 +257,9 @@ def classify(conn: sqlite3.Connection) -> Inspection:
         )
     }
     if not tables:
-        foreign = app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION)
-        return (
-            Inspection(Kind.FOREIGN, "an SQLite database of another program")
-            if foreign
-            else (Inspection(Kind.NEW))
-        )
+        if app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION):
+            return Inspection(Kind.FOREIGN, "an SQLite database of another program")
+        return Inspection(Kind.NEW)
     if "jobs" not in tables:
         return Inspection(Kind.FOREIGN, _tables_detail(tables))
     columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
@@ -275,6 +272,7 @@ def classify(conn: sqlite3.Connection) -> Inspection:
         return Inspection(Kind.NEWER, f"schema version {newest}")
     if claims_ours and set(V2_COLUMNS) <= set(columns):
         stamped = app_id == APPLICATION_ID and user_version == SCHEMA_VERSION
+        stamped = stamped and {"meta", "runs", "timeline"} <= tables
         return Inspection(Kind.CURRENT if stamped else Kind.V2)
     if (
         app_id == 0
@@ -509,7 +507,9 @@ class Store:
             if inspection.kind is Kind.CURRENT:
                 return
             if inspection.kind is Kind.NEW and not create:
-                raise InputError(f"{self.path}: no such job database (run `batchmap load` first)")
+                raise InputError(
+                    f"{self.path}: no such job database (run `batchmap load` or `run` first)"
+                )
             for statement in _statements(SCHEMA_V1):
                 self.conn.execute(statement)
             present = set(_columns(self.conn, "jobs"))
