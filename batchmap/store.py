@@ -537,8 +537,10 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (a second close does nothing)."""
-        with suppress(sqlite3.Error):
-            self.conn.close()
+        conn: sqlite3.Connection | None = getattr(self, "conn", None)  # None: never opened
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
 
     def __enter__(self) -> Store:
         return self
