@@ -316,6 +316,18 @@ def test_a_job_database_with_a_damaged_header_is_damaged_not_foreign(tmp_path: P
     assert snapshot(tmp_path) == before
 
 
+def test_a_job_database_whose_schema_page_is_damaged_is_damaged_at_open(tmp_path: Path) -> None:
+    db = job_db(tmp_path / "jobs.db")
+    with open(db, "r+b") as handle:
+        handle.seek(100)  # past the header: the first page of the schema itself
+        handle.write(b"\xff" * 3996)
+    before = snapshot(tmp_path)
+    with pytest.raises(StorageError, match="damaged") as caught:
+        Store(db, create=False)
+    assert ".recover" in str(caught.value) and "not a batchmap" not in str(caught.value)
+    assert snapshot(tmp_path) == before
+
+
 def test_a_healthy_database_passes_the_integrity_check(tmp_path: Path) -> None:
     with Store(job_db(tmp_path / "jobs.db")) as store:
         store.check_integrity()
