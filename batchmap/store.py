@@ -257,12 +257,9 @@ def classify(conn: sqlite3.Connection) -> Inspection:
         )
     }
     if not tables:
-        foreign = app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION)
-        return (
-            Inspection(Kind.FOREIGN, "an SQLite database of another program")
-            if foreign
-            else (Inspection(Kind.NEW))
-        )
+        if app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION):
+            return Inspection(Kind.FOREIGN, "an SQLite database of another program")
+        return Inspection(Kind.NEW)
     if "jobs" not in tables:
         return Inspection(Kind.FOREIGN, _tables_detail(tables))
     columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(jobs)"))
@@ -275,6 +272,7 @@ def classify(conn: sqlite3.Connection) -> Inspection:
         return Inspection(Kind.NEWER, f"schema version {newest}")
     if claims_ours and set(V2_COLUMNS) <= set(columns):
         stamped = app_id == APPLICATION_ID and user_version == SCHEMA_VERSION
+        stamped = stamped and {"meta", "runs", "timeline"} <= tables
         return Inspection(Kind.CURRENT if stamped else Kind.V2)
     if (
         app_id == 0
@@ -318,9 +316,10 @@ def _inspect(path: Path) -> Inspection:
     """Judge a file without changing a byte of it or creating any file beside it.
 
     `immutable=1` reads the main file only: no lock, no -wal/-shm (plain `mode=ro` creates
-    both beside a WAL database and leaves them behind). Only when that view shows no tables
-    while a write-ahead log exists (a job database killed before its first checkpoint) is the
-    log read too, through a read-only connection, which never checkpoints into the file.
+    both beside a WAL database and leaves them behind). Only when a write-ahead log already
+    exists (a database in use, or a job killed before its first checkpoint) and that view is
+    not clearly ours is the log read too, through a read-only connection, which never
+    checkpoints into the file.
     """
     try:
         if path.is_dir():
@@ -342,10 +341,17 @@ def _inspect(path: Path) -> Inspection:
             f"{path}: not a batchmap job database (not an SQLite file); batchmap left it "
             "unchanged: give another --db"
         )
-    inspection = _inspect_with(path, immutable=True)
-    wal = Path(f"{path}-wal")
-    if inspection.kind is Kind.NEW and wal.exists() and wal.stat().st_size > 0:
-        inspection = _inspect_with(path, immutable=False)
+    # A log beside the file means a live or killed writer: the main file alone may be stale, or
+    # torn by a checkpoint under way. Anything but "ours" is then judged again, under a lock.
+    in_use = Path(f"{path}-wal").exists()
+    try:
+        inspection = _inspect_with(path, immutable=True)
+    except StorageError:
+        if not in_use:
+            raise
+        return _inspect_with(path, immutable=False)
+    if in_use and inspection.kind in (Kind.NEW, Kind.FOREIGN):
+        return _inspect_with(path, immutable=False)
     return inspection
 
 
@@ -508,7 +514,9 @@ class Store:
             if inspection.kind is Kind.CURRENT:
                 return
             if inspection.kind is Kind.NEW and not create:
-                raise InputError(f"{self.path}: no such job database (run `batchmap load` first)")
+                raise InputError(
+                    f"{self.path}: no such job database (run `batchmap load` or `run` first)"
+                )
             for statement in _statements(SCHEMA_V1):
                 self.conn.execute(statement)
             present = set(_columns(self.conn, "jobs"))
@@ -536,8 +544,10 @@ class Store:
 
     def close(self) -> None:
         """Close the connection (a second close does nothing)."""
-        with suppress(sqlite3.Error):
-            self.conn.close()
+        conn: sqlite3.Connection | None = getattr(self, "conn", None)  # None: never opened
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
 
     def __enter__(self) -> Store:
         return self

@@ -196,6 +196,26 @@ def test_every_command_refuses_another_programs_database_with_exit_2_and_one_lin
     }
 
 
+def test_another_programs_database_in_use_is_refused_without_touching_it(
+    tmp_path: Path,
+) -> None:
+    path = foreign_wal_db(tmp_path / "other.db")
+    owner = sqlite3.connect(path)  # its program has it open, with fresh rows only in its log
+    owner.execute("PRAGMA wal_autocheckpoint = 0")
+    with owner:
+        owner.execute("INSERT INTO jobs (command, state) VALUES ('c', 'queued')")
+    log = Path(f"{path}-wal")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, log)}
+    try:
+        for create in (True, False):
+            with pytest.raises(InputError, match="not a batchmap job database"):
+                Store(path, create=create)
+        assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (path, log)} == before
+        assert owner.execute("SELECT count(*) FROM jobs").fetchone() == (3,)
+    finally:
+        owner.close()
+
+
 def test_an_empty_file_or_an_empty_sqlite_database_becomes_a_job_database(
     tmp_path: Path,
 ) -> None:
@@ -293,6 +313,18 @@ def test_a_job_database_with_a_damaged_header_is_damaged_not_foreign(tmp_path: P
     before = snapshot(tmp_path)
     with pytest.raises(StorageError, match="damaged"):
         Store(db)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_job_database_whose_schema_page_is_damaged_is_damaged_at_open(tmp_path: Path) -> None:
+    db = job_db(tmp_path / "jobs.db")
+    with open(db, "r+b") as handle:
+        handle.seek(100)  # past the header: the first page of the schema itself
+        handle.write(b"\xff" * 3996)
+    before = snapshot(tmp_path)
+    with pytest.raises(StorageError, match="damaged") as caught:
+        Store(db, create=False)
+    assert ".recover" in str(caught.value) and "not a batchmap" not in str(caught.value)
     assert snapshot(tmp_path) == before
 
 

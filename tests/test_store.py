@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -413,14 +415,22 @@ def test_a_crash_before_commit_loses_the_records_and_their_minutes_together(
         store.load_ids(["a"])
         (job,) = store.claim(1)
         run_id = store.start_run({})
-    # The process dies at the very moment it would commit: a kill -9 at the worst instant.
+    # The process dies at the very moment it would commit the minute: a kill -9 at the worst
+    # instant. Had the outcomes their own transaction, they would survive without their minute.
     script = f"""
         import os
         from pathlib import Path
         from batchmap.models import Job, JobState, MinuteStats, Record
         from batchmap.store import Store
         store = Store(Path({str(db)!r}))
-        store.conn.set_trace_callback(lambda sql: os._exit(9) if sql == "COMMIT" else None)
+        seen = []
+
+        def trace(sql):
+            seen.append(sql)
+            if sql == "COMMIT" and any(s.startswith("INSERT INTO timeline") for s in seen):
+                os._exit(9)  # the commit that would make the minute durable
+
+        store.conn.set_trace_callback(trace)
         store.record(
             [Record(Job({job.rowid}, "a"), JobState.NO_HEATMAP, 1, 204)],
             timeline=[MinuteStats("2026-01-01T10:00:00Z", requests=1, no_heatmap=1, finished=1)],
@@ -511,3 +521,18 @@ def test_lock_owner_names_the_live_run_without_taking_its_lock(tmp_path: Path) -
     assert JobLock.owner(db) is None
     with JobLock(db):
         assert JobLock.owner(db) == os.getpid()
+
+
+def test_a_run_starting_while_status_probes_the_lock_is_not_refused(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    lock_file = tmp_path / "jobs.db.lock"
+    lock_file.touch()
+    fd = os.open(lock_file, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # what `owner` holds for an instant
+    timer = threading.Timer(0.03, os.close, (fd,))
+    timer.start()
+    try:
+        with JobLock(db):
+            assert JobLock.owner(db) == os.getpid()
+    finally:
+        timer.join()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from batchmap.files import PARTIAL_DIR, Layout, heatmap_path, publish, stage
-from batchmap.models import JobState, Record
+from batchmap.models import JobState, Record, Saved
 from batchmap.store import Store
 from batchmap.verify import CHUNK, VerifyReport, check_file, verify
 
@@ -138,3 +138,18 @@ def test_the_report_is_immutable() -> None:
     report = VerifyReport(checked=0, ok=0, missing=0, changed=0, stray=0, partials=0, unrelated=0)
     with pytest.raises(FrozenInstanceError):
         report.ok = 1  # type: ignore[misc]
+
+
+def test_repair_never_deletes_a_changed_file_outside_batchmaps_own_path(
+    tmp_path: Path, store: Store
+) -> None:
+    # A row recorded under another directory (a job whose files were moved by hand).
+    elsewhere = tmp_path / "elsewhere" / "a.png"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"the user's edited copy")
+    store.load_ids(["a"])
+    (job,) = store.claim(1)
+    store.record([Record(job, JobState.DONE, 1, 200, saved=Saved(str(elsewhere), 3, "00"))])
+    report = verify(store, out=tmp_path / "out", layout=Layout.FLAT, repair=True)
+    assert (report.changed, report.returned_to_pending, report.changed_removed) == (1, 1, 0)
+    assert elsewhere.read_bytes() == b"the user's edited copy"
