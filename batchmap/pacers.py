@@ -32,7 +32,6 @@ PROBE_BUDGET = 0.01  # share of requests a probe's 429 (and its pause) may cost 
 HOLD_FIRST = 50  # successes held at a new level before probing above it
 HOLD_MAX = 100_000  # the most successes ever held before a probe
 SAME_LEVEL = 0.05  # a 429 within this share of the last level confirms that level
-START_RATE = 1.0  # requests per second after a 429 that comes before any success
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
 ACCEPTED_WINDOW = 2.0  # seconds of successes behind the measured accepted rate
 MIN_EVIDENCE = 10  # successes in that window before the measure may lower the level
@@ -274,6 +273,7 @@ class Aimd:
         self._hold = 0  # successes still to wait before probing
         self._probes = 0
         self._last_cut = -math.inf
+        self._fresh = 0  # successes since the last cut
         self._accepted: deque[float] = deque()
 
     def learn(self, answer: Answer) -> Advice:
@@ -282,6 +282,7 @@ class Aimd:
                 self._cut(answer)  # answers to requests sent before the last cut carry no news
         elif answer.status < 500:
             self._accepted.append(answer.at)
+            self._fresh += 1
             self._grow(answer.ceiling)
         return NOTHING
 
@@ -294,29 +295,30 @@ class Aimd:
         return len(self._accepted) / span, len(self._accepted)
 
     def _cut(self, answer: Answer) -> None:
+        fresh, self._fresh = self._fresh, 0
+        first = self._last_cut == -math.inf
         self._last_cut = answer.at
-        measured, evidence = self.accepted_rate(answer.at)
         sent = answer.rate if answer.rate is not None else self.rate
-        if self._climbing and sent is not None:
+        if fresh == 0 and (sent is None or self.level is not None or not first):
+            # Nothing accepted since the last cut (a storm, an outage, a 429 first thing):
+            # no news about the level, and the pause is answer enough. Only a first 429 at
+            # a rate the user set, with no level learned, still slows the pace.
+            return
+        measured, evidence = self.accepted_rate(answer.at)
+        if sent is None:
+            # Unpaced until now: start from what was accepted lately and climb fast.
+            self.rate = max(MIN_RATE, min(measured, answer.ceiling or measured))
+            self._climbing = True
+            return
+        if self._climbing:
             # The rate doubled each second: what was accepted lately lags; the limit lies
             # between half the rate sent and the rate sent.
             level = sent * DECREASE
         elif evidence >= MIN_EVIDENCE:
             # A saturated limiter accepts just its own rate: trust that over the rate sent.
-            level = measured if sent is None else min(sent, measured)
-        elif sent is not None and self.level is not None:
-            # A 429 with no successes behind it (a storm, a pause just ended) says nothing
-            # about the level: cut the rate, keep the level it will recover to.
-            self.rate = max(MIN_RATE, min(sent, self.rate or sent) * DECREASE)
-            self._hold = max(self._hold, HOLD_FIRST)
-            return
-        elif sent is not None:
-            level = sent
+            level = min(sent, measured)
         else:
-            # Congestion before anything was learned: start low and climb fast.
-            self.rate = START_RATE if answer.ceiling is None else min(START_RATE, answer.ceiling)
-            self._climbing = True
-            return
+            level = sent
         level = max(MIN_RATE, level)
         same = self.level is not None and abs(level / self.level - 1.0) <= SAME_LEVEL
         self.confirmed = self.confirmed + 1 if same else 0
