@@ -23,8 +23,10 @@ from tests.limiters import (
     Limiter,
     NginxLimitReq,
     Storm,
+    VirtualClock,
     figures,
     simulate,
+    simulate_pool,
 )
 
 
@@ -187,6 +189,26 @@ def test_whole_second_laravel_windows_run_at_the_slow_limit_with_few_429s(
     assert result.steady >= 0.98
     assert result.whole >= 0.95
     assert result.refused <= 0.01
+
+
+@pytest.mark.parametrize(
+    ("server", "allowed", "most_refused"),
+    [
+        pytest.param(Laravel(((2, 1), (60, 60))), 1.0, 0.01, id="identifai"),
+        pytest.param(Laravel(((2, 1), (60, 60)), headers="min"), 1.0, 0.01, id="identifai-min"),
+        pytest.param(NginxLimitReq(rate=20.0), 20.0, 0.02, id="nginx"),
+    ],
+)
+def test_four_workers_with_latency_keep_the_figures(
+    server: Limiter, allowed: float, most_refused: float
+) -> None:
+    """Answers arrive 50 ms after their request, out of order across four workers."""
+    clock = VirtualClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep, wall=clock)
+    log = simulate_pool(pacer, clock, server, seconds=600, workers=4, latency=0.05)
+    result = figures(log, allowed=allowed, steady_after=300)
+    assert result.steady >= (0.98 if allowed < 20 else 0.95)
+    assert result.refused <= most_refused
 
 
 def test_the_laravel_simulator_counts_a_refusal_on_the_limits_before_the_one_that_tripped() -> None:
