@@ -172,9 +172,7 @@ class FixedWindows:
                 # The window that began at `start` ended by now: W - 1 < end - start <= gap.
                 _shorter_than(window, at - window.start + 1.0)
             window.start, window.seen_start, window.full_at = at, True, None
-            window.last_hit = 1
-            return NOTHING
-        if hit <= window.last_hit:
+        elif hit <= window.last_hit:
             window.start, window.seen_start = None, False  # a window we did not see begin
         start = self._begun(window, hits_before=hit - 1, sent=at)
         _longer_than(window, at - start)  # still counted in the window: end > at
