@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import random
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -247,18 +248,22 @@ def simulate_pool(
     seconds: float,
     workers: int = 4,
     latency: float = 0.05,
+    jitter: float = 0.0,
+    seed: int = 1,
 ) -> Log:
-    """`workers` workers, each request `latency` seconds there and back, the server in
-    the middle: (start time, status) of every request in `seconds` of virtual time."""
+    """`workers` workers, each request `latency` seconds there and back (each way up to
+    `jitter` longer, at random), the server in the middle: (start time, status) of every
+    request in `seconds` of virtual time."""
     log: Log = []
     end = clock() + seconds
+    rng = random.Random(seed)
 
     async def worker() -> None:
         while clock() < end:
             sent = await pacer.wait_turn()
-            await clock.sleep(latency / 2)
+            await clock.sleep(latency / 2 + rng.random() * jitter)
             status, headers = server.answer(clock())
-            await clock.sleep(latency / 2)
+            await clock.sleep(latency / 2 + rng.random() * jitter)
             pacer.on_answer(status, headers, sent_at=sent)
             log.append((sent, status))
 

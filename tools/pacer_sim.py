@@ -66,9 +66,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes per case")
     parser.add_argument("--workers", type=int, default=1, help="concurrent workers")
     parser.add_argument("--latency", type=float, default=0.001, help="seconds per answer")
+    parser.add_argument("--jitter", type=float, default=0.0, help="up to this much more, each way")
     args = parser.parse_args()
     seconds = args.minutes * 60
-    print(f"{args.minutes:g} simulated minutes, {args.workers} worker(s), latency {args.latency}s")
+    print(
+        f"{args.minutes:g} simulated minutes, {args.workers} worker(s), "
+        f"latency {args.latency}s + up to {args.jitter}s each way"
+    )
     print(f"{'case':48} {'steady':>7} {'whole':>7} {'429s':>7} {'req/id':>7}")
     for name, allowed, make in CASES:
         clock = FakeClock() if args.workers == 1 else VirtualClock()
@@ -78,7 +82,13 @@ def main() -> None:
             log = simulate(pacer, clock, server, seconds=seconds, latency=args.latency)
         else:
             log = simulate_pool(
-                pacer, clock, server, seconds=seconds, workers=args.workers, latency=args.latency
+                pacer,
+                clock,
+                server,
+                seconds=seconds,
+                workers=args.workers,
+                latency=args.latency,
+                jitter=args.jitter,
             )
         f = figures(log, allowed=allowed, steady_after=seconds / 2)
         print(
