@@ -21,7 +21,7 @@ MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; 
 MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
 SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
 EPS = 0.03  # seconds of timing noise (latency that varies) allowed for when a bound is rounded
-HISTORY = 4096  # send times kept, to bound when a window began that was not seen beginning
+HISTORY = 4096  # answers remembered, to bound when a window began unseen
 
 DECREASE = 0.9  # AIMD: rate after a congestion signal, as a share of the level that met it
 RECOVER_TO = 0.97  # ... then won back quickly up to this share of that level
@@ -122,7 +122,7 @@ class FixedWindows:
 
     def __init__(self) -> None:
         self.windows: dict[int, _Window] = {}
-        self._sent: deque[float] = deque(maxlen=HISTORY)  # latest send time, per answer
+        self._latest_sent = -math.inf
         self._done: deque[float] = deque(maxlen=HISTORY)  # when each answer arrived
         self._hits: deque[float] = deque(maxlen=HISTORY)  # send times of those counted
         self._reordered = False
@@ -137,10 +137,10 @@ class FixedWindows:
         return {limit: float(w.low) for limit, w in sorted(self.windows.items())}
 
     def learn(self, answer: Answer) -> Advice:
-        if self._sent and answer.sent_at < self._sent[-1] - EPS:
+        if answer.sent_at < self._latest_sent - EPS:
             self._reordered = True  # answers overtake each other: history says little
         advice = self._learn(answer)
-        self._sent.append(max(answer.sent_at, self._sent[-1] if self._sent else -math.inf))
+        self._latest_sent = max(self._latest_sent, answer.sent_at)
         self._done.append(answer.at)
         if answer.status != 429 and answer.status < 500:
             self._hits.append(answer.sent_at)
@@ -276,7 +276,7 @@ class Aimd:
     A congestion signal (a headerless 429, a 503) cuts the rate once per round to DECREASE of
     the level it met; successes win it back quickly to RECOVER_TO of that level, hold there,
     then probe slowly above it. A probe's 429 costs the request and its pause times the rate,
-    so the hold is sized to keep that cost within PROBE_BUDGET, and doubles each time the same
+    so the hold is sized to keep that cost within PROBE_BUDGET, and grows each time the same
     level is confirmed. The level is only lowered on evidence: successes actually measured.
     """
 
@@ -375,4 +375,4 @@ class Aimd:
         if self.level is None or lift:
             return
         self.rate = RECOVER_TO * self.level  # the rate it was sending at may have been mid-cut
-        self._hold = HOLD_FIRST * 4**self.confirmed
+        self._hold = min(HOLD_MAX, HOLD_FIRST * 4**self.confirmed)
