@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchmap.pacers import MAX_LIMIT, Aimd, Answer, FixedWindows, finite
+from batchmap.pacers import MAX_LIMIT, Aimd, Answer, FixedWindows, Strategy, finite
 from batchmap.policy import retry_after
 
 MAX_PAUSE = 3600.0  # seconds: the longest the pacer holds the pool for any single signal
@@ -182,7 +182,8 @@ class Pacer:
         if pause:
             said = "" if wait is None else f", Retry-After {wait:g}s"
             self.pause(now + pause, f"rate limited ({status}{said})")
-        for strategy in (self.windows, self.aimd):
+        strategies: tuple[Strategy, ...] = (self.windows, self.aimd)
+        for strategy in strategies:
             advice = strategy.learn(answer)
             if advice.until:
                 self.pause(advice.until, advice.reason)

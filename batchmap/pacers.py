@@ -20,8 +20,8 @@ from typing import Any, Protocol
 MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; nor any rate
 MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
 SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
-EPS = 0.01  # seconds of timing noise allowed for when a bound is rounded to whole seconds
-HISTORY = 4096  # send times kept, to bound when a window began that was not seen beginning
+EPS = 0.03  # seconds of timing noise (latency that varies) allowed for when a bound is rounded
+HISTORY = 4096  # answers remembered, to bound when a window began unseen
 
 DECREASE = 0.9  # AIMD: rate after a congestion signal, as a share of the level that met it
 RECOVER_TO = 0.97  # ... then won back quickly up to this share of that level
@@ -32,7 +32,6 @@ PROBE_BUDGET = 0.01  # share of requests a probe's 429 (and its pause) may cost 
 HOLD_FIRST = 50  # successes held at a new level before probing above it
 HOLD_MAX = 100_000  # the most successes ever held before a probe
 SAME_LEVEL = 0.05  # a 429 within this share of the last level confirms that level
-START_RATE = 1.0  # requests per second after a 429 that comes before any success
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
 ACCEPTED_WINDOW = 2.0  # seconds of successes behind the measured accepted rate
 MIN_EVIDENCE = 10  # successes in that window before the measure may lower the level
@@ -104,7 +103,8 @@ class _Window:
     low: int = 1  # the shortest window length consistent with what was seen (whole seconds)
     high: float = math.inf  # the longest
     soft: bool = False  # `low` came from a saved state: fresh evidence may lower it
-    start: float | None = None  # send time of the current window's first hit, when known
+    start: float | None = None  # no earlier than the current window's first hit, when known
+    start_sent: float | None = None  # no later than it: its request's send time, when seen
     seen_start: bool = False  # `start` was seen (Remaining = limit - 1), not inferred
     last_hit: int = 0  # hit number (limit - Remaining) of the last answer about this limit
     full_at: float | None = None  # send time of a request that found the window used up
@@ -122,8 +122,10 @@ class FixedWindows:
 
     def __init__(self) -> None:
         self.windows: dict[int, _Window] = {}
-        self._sent: deque[float] = deque(maxlen=HISTORY)  # send times of answered requests
-        self._hits: deque[float] = deque(maxlen=HISTORY)  # ... of those the limiter counted
+        self._latest_sent = -math.inf
+        self._done: deque[float] = deque(maxlen=HISTORY)  # when each answer arrived
+        self._hits: deque[float] = deque(maxlen=HISTORY)  # send times of those counted
+        self._reordered = False
 
     @property
     def rate(self) -> float | None:
@@ -135,8 +137,11 @@ class FixedWindows:
         return {limit: float(w.low) for limit, w in sorted(self.windows.items())}
 
     def learn(self, answer: Answer) -> Advice:
+        if answer.sent_at < self._latest_sent - EPS:
+            self._reordered = True  # answers overtake each other: history says little
         advice = self._learn(answer)
-        self._sent.append(answer.sent_at)
+        self._latest_sent = max(self._latest_sent, answer.sent_at)
+        self._done.append(answer.at)
         if answer.status != 429 and answer.status < 500:
             self._hits.append(answer.sent_at)
         return advice
@@ -145,71 +150,80 @@ class FixedWindows:
         counted = answer.status != 429 and answer.status < 500
         if answer.limit is None or answer.status >= 500:
             if counted:
-                self._infer_starts(answer.sent_at, skip=None)
+                self._infer_starts(answer, skip=None)
             return NOTHING
         window = self.windows.setdefault(answer.limit, _Window(answer.limit))
         if answer.status == 429:
             self._on_refused(window, answer)
             return NOTHING  # the gate pauses for Retry-After
-        self._infer_starts(answer.sent_at, skip=window.limit)
+        self._infer_starts(answer, skip=window.limit)
         if answer.remaining is None:
             return NOTHING
-        return self._on_counted(window, hit=window.limit - answer.remaining, at=answer.sent_at)
+        return self._on_counted(window, answer, hit=window.limit - answer.remaining)
 
-    def _begun(self, window: _Window, *, hits_before: int, sent: float) -> float:
-        """A time no earlier than the first hit of the window that holds `hits_before` hits."""
+    # The server counts a request at some moment between its send time and its answer's
+    # arrival: bounds use the send time of the later request and the arrival of the earlier.
+
+    def _begun(self, window: _Window, *, hits_before: int, answer: Answer) -> float:
+        """A time no earlier than the first hit of the window that holds `hits_before` hits
+        before `answer`'s request."""
         if hits_before <= 0:
-            return sent
-        latest = self._sent[-hits_before] if len(self._sent) >= hits_before else sent
-        earliest = self._hits[-hits_before] if len(self._hits) >= hits_before else -math.inf
+            return answer.at
         start = window.start
+        enough = len(self._done) >= hits_before
+        latest = self._done[-hits_before] if enough else math.inf
+        earliest = self._hits[-hits_before] if len(self._hits) >= hits_before else -math.inf
         if start is not None and earliest - EPS <= start <= latest + EPS:
             return start  # the tracked start belongs to this window, not an older one
-        return min(latest, sent)
+        if self._reordered or not enough:
+            return answer.at
+        return min(latest, answer.at)
 
-    def _on_counted(self, window: _Window, *, hit: int, at: float) -> Advice:
+    def _on_counted(self, window: _Window, answer: Answer, *, hit: int) -> Advice:
         if hit == 1:
-            if window.start is not None and window.seen_start and at > window.start:
-                # The window that began at `start` ended by now: W - 1 < end - start <= gap.
-                _shorter_than(window, at - window.start + 1.0)
-            window.start, window.seen_start, window.full_at = at, True, None
-            window.last_hit = 1
-            return NOTHING
-        if hit <= window.last_hit:
+            if window.seen_start and window.start_sent is not None:
+                # The window that began then has ended by now: W - 1 < end - start <= gap.
+                _shorter_than(window, answer.at - window.start_sent + 1.0)
+            window.start, window.start_sent = answer.at, answer.sent_at
+            window.seen_start, window.full_at = True, None
+        elif hit <= window.last_hit:
             window.start, window.seen_start = None, False  # a window we did not see begin
-        start = self._begun(window, hits_before=hit - 1, sent=at)
-        _longer_than(window, at - start)  # still counted in the window: end > at
+        start = self._begun(window, hits_before=hit - 1, answer=answer)
+        _longer_than(window, answer.sent_at - start)  # still counted in the window: end > now
         window.last_hit = hit
         if hit < window.limit:
             return NOTHING
-        window.full_at = at
+        window.full_at = answer.sent_at
         return Advice(start + window.low, f"quota of {window.limit} per {window.low}s used up")
 
-    def _infer_starts(self, at: float, *, skip: int | None) -> None:
+    def _infer_starts(self, answer: Answer, *, skip: int | None) -> None:
         # An accepted request sent after one that found a window used up opens the next
         # window of that limit (for earlier limits it may open later: an upper estimate).
+        if self._reordered:
+            return
         for window in self.windows.values():
-            if window.limit != skip and window.full_at is not None and at > window.full_at:
-                window.start, window.seen_start, window.full_at = at, False, None
+            full = window.full_at
+            if window.limit != skip and full is not None and answer.sent_at > full:
+                window.start, window.seen_start, window.full_at = answer.at, False, None
                 window.last_hit = 1
 
     def _on_refused(self, window: _Window, answer: Answer) -> None:
-        sent = answer.sent_at
-        start = self._begun(window, hits_before=window.limit, sent=sent)
-        exact = start == window.start and window.seen_start
-        window.full_at, window.last_hit = sent, window.limit
-        elapsed = max(0.0, sent - start)
+        start = self._begun(window, hits_before=window.limit, answer=answer)
+        exact = window.seen_start and start == window.start and window.start_sent is not None
+        window.full_at, window.last_hit = answer.sent_at, window.limit
+        elapsed = max(0.0, answer.sent_at - start)
         _longer_than(window, elapsed)  # the window is still open
         wait = answer.retry_after
         if wait is None:
             return
         whole = round(wait)
         if abs(wait - whole) < EPS and whole >= 1:
-            # end = floor(sent) + wait and floor(sent) - floor(start) is floor(elapsed) or one
+            # end = floor(now) + wait and floor(now) - floor(start) is floor(elapsed) or one
             # more, so W = end - floor(start) is wait + floor(elapsed) or wait + that + 1.
             _at_least(window, whole + max(0, math.floor(elapsed - EPS)))
-            if exact:
-                _shorter_than(window, whole + math.floor(elapsed + EPS) + 2.0)
+            if exact and window.start_sent is not None:
+                longest = answer.at - window.start_sent
+                _shorter_than(window, whole + math.floor(longest + EPS) + 2.0)
         else:
             _longer_than(window, elapsed + wait - 1.0)
 
@@ -262,7 +276,7 @@ class Aimd:
     A congestion signal (a headerless 429, a 503) cuts the rate once per round to DECREASE of
     the level it met; successes win it back quickly to RECOVER_TO of that level, hold there,
     then probe slowly above it. A probe's 429 costs the request and its pause times the rate,
-    so the hold is sized to keep that cost within PROBE_BUDGET, and doubles each time the same
+    so the hold is sized to keep that cost within PROBE_BUDGET, and grows each time the same
     level is confirmed. The level is only lowered on evidence: successes actually measured.
     """
 
@@ -274,6 +288,7 @@ class Aimd:
         self._hold = 0  # successes still to wait before probing
         self._probes = 0
         self._last_cut = -math.inf
+        self._fresh = 0  # successes since the last cut
         self._accepted: deque[float] = deque()
 
     def learn(self, answer: Answer) -> Advice:
@@ -282,6 +297,7 @@ class Aimd:
                 self._cut(answer)  # answers to requests sent before the last cut carry no news
         elif answer.status < 500:
             self._accepted.append(answer.at)
+            self._fresh += 1
             self._grow(answer.ceiling)
         return NOTHING
 
@@ -294,29 +310,30 @@ class Aimd:
         return len(self._accepted) / span, len(self._accepted)
 
     def _cut(self, answer: Answer) -> None:
+        fresh, self._fresh = self._fresh, 0
+        first = self._last_cut == -math.inf
         self._last_cut = answer.at
-        measured, evidence = self.accepted_rate(answer.at)
         sent = answer.rate if answer.rate is not None else self.rate
-        if self._climbing and sent is not None:
+        if fresh == 0 and (sent is None or self.level is not None or not first):
+            # Nothing accepted since the last cut (a storm, an outage, a 429 first thing):
+            # no news about the level, and the pause is answer enough. Only a first 429 at
+            # a rate the user set, with no level learned, still slows the pace.
+            return
+        measured, evidence = self.accepted_rate(answer.at)
+        if sent is None:
+            # Unpaced until now: start from what was accepted lately and climb fast.
+            self.rate = max(MIN_RATE, min(measured, answer.ceiling or measured))
+            self._climbing = True
+            return
+        if self._climbing:
             # The rate doubled each second: what was accepted lately lags; the limit lies
             # between half the rate sent and the rate sent.
             level = sent * DECREASE
         elif evidence >= MIN_EVIDENCE:
             # A saturated limiter accepts just its own rate: trust that over the rate sent.
-            level = measured if sent is None else min(sent, measured)
-        elif sent is not None and self.level is not None:
-            # A 429 with no successes behind it (a storm, a pause just ended) says nothing
-            # about the level: cut the rate, keep the level it will recover to.
-            self.rate = max(MIN_RATE, min(sent, self.rate or sent) * DECREASE)
-            self._hold = max(self._hold, HOLD_FIRST)
-            return
-        elif sent is not None:
-            level = sent
+            level = min(sent, measured)
         else:
-            # Congestion before anything was learned: start low and climb fast.
-            self.rate = START_RATE if answer.ceiling is None else min(START_RATE, answer.ceiling)
-            self._climbing = True
-            return
+            level = sent
         level = max(MIN_RATE, level)
         same = self.level is not None and abs(level / self.level - 1.0) <= SAME_LEVEL
         self.confirmed = self.confirmed + 1 if same else 0
@@ -358,4 +375,4 @@ class Aimd:
         if self.level is None or lift:
             return
         self.rate = RECOVER_TO * self.level  # the rate it was sending at may have been mid-cut
-        self._hold = HOLD_FIRST * 4**self.confirmed
+        self._hold = min(HOLD_MAX, HOLD_FIRST * 4**self.confirmed)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
+import random
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -201,6 +204,74 @@ def simulate(
             log.append((sent, status))
 
     asyncio.run(loop())
+    return log
+
+
+class VirtualClock:
+    """Virtual time for several workers: sleepers wake one by one in time order."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._count = 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count += 1
+        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), self._count, wake))
+        await wake
+
+    async def drive(self, main: Awaitable[None]) -> None:
+        """Run `main`, moving time to the next wake-up whenever every task is waiting."""
+        task = asyncio.ensure_future(main)
+        while not task.done():
+            for _ in range(8):
+                await asyncio.sleep(0)  # let every runnable task reach its next wait
+            if task.done():
+                break
+            if not self._sleepers:
+                raise RuntimeError("every worker waits on something that never comes")
+            moment, _, wake = heapq.heappop(self._sleepers)
+            self.now = max(self.now, moment)
+            wake.set_result(None)
+        task.result()
+
+
+def simulate_pool(
+    pacer: Pacer,
+    clock: VirtualClock,
+    server: Limiter,
+    *,
+    seconds: float,
+    workers: int = 4,
+    latency: float = 0.05,
+    jitter: float = 0.0,
+    seed: int = 1,
+) -> Log:
+    """`workers` workers, each request `latency` seconds there and back (each way up to
+    `jitter` longer, at random), the server in the middle: (start time, status) of every
+    request in `seconds` of virtual time."""
+    log: Log = []
+    end = clock() + seconds
+    rng = random.Random(seed)
+
+    async def worker() -> None:
+        while clock() < end:
+            sent = await pacer.wait_turn()
+            await clock.sleep(latency / 2 + rng.random() * jitter)
+            status, headers = server.answer(clock())
+            await clock.sleep(latency / 2 + rng.random() * jitter)
+            pacer.on_answer(status, headers, sent_at=sent)
+            log.append((sent, status))
+
+    async def pool() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    asyncio.run(clock.drive(pool()))
+    log.sort()
     return log
 
 

@@ -6,7 +6,11 @@ import asyncio
 import itertools
 import json
 import math
+import random
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,8 +23,10 @@ from tests.limiters import (
     Limiter,
     NginxLimitReq,
     Storm,
+    VirtualClock,
     figures,
     simulate,
+    simulate_pool,
 )
 
 
@@ -183,6 +189,30 @@ def test_whole_second_laravel_windows_run_at_the_slow_limit_with_few_429s(
     assert result.steady >= 0.98
     assert result.whole >= 0.95
     assert result.refused <= 0.01
+
+
+@pytest.mark.parametrize(
+    ("server", "allowed", "most_refused", "jitter"),
+    [
+        pytest.param(Laravel(((2, 1), (60, 60))), 1.0, 0.01, 0.02, id="identifai"),
+        pytest.param(
+            Laravel(((20, 1), (300, 30)), headers="min"), 10.0, 0.01, 0.02, id="20/s+300/30s"
+        ),
+        pytest.param(NginxLimitReq(rate=20.0), 20.0, 0.02, 0.0, id="nginx"),
+    ],
+)
+def test_four_workers_with_latency_keep_the_figures(
+    server: Limiter, allowed: float, most_refused: float, jitter: float
+) -> None:
+    """Answers arrive 50 ms (up to 90 ms) after their request, out of order across four
+    workers. (nginx without burst refuses any arrivals closer than 1/rate, so there jitter
+    itself caps the rate anyone can reach: it runs without.)"""
+    clock = VirtualClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep, wall=clock)
+    log = simulate_pool(pacer, clock, server, seconds=600, workers=4, latency=0.05, jitter=jitter)
+    result = figures(log, allowed=allowed, steady_after=300)
+    assert result.steady >= (0.98 if allowed < 20 else 0.95)
+    assert result.refused <= most_refused
 
 
 def test_the_laravel_simulator_counts_a_refusal_on_the_limits_before_the_one_that_tripped() -> None:
@@ -394,3 +424,71 @@ def test_a_probe_that_gets_no_answer_still_releases_the_others() -> None:
         return int(waiting)
 
     assert asyncio.run(scenario()) == 1
+
+
+LARAVEL_THROTTLE = r"""<?php
+require '/usr/share/php/Illuminate/autoload.php';
+use Illuminate\Cache\{FileStore, RateLimiter, Repository};
+use Illuminate\Filesystem\Filesystem;
+use Illuminate\Http\Exceptions\ThrottleRequestsException;
+use Illuminate\Routing\Middleware\ThrottleRequests;
+use Illuminate\Support\Carbon;
+use Symfony\Component\HttpFoundation\Response;
+
+class Throttle extends ThrottleRequests {
+    public function answer($limits) {
+        return $this->handleRequest(null, fn ($r) => new Response('ok'), $limits);
+    }
+}
+$throttle = new Throttle(new RateLimiter(new Repository(new FileStore(new Filesystem, $argv[1]))));
+$limits = [];
+foreach (array_slice($argv, 2) as $i => $spec) {
+    [$max, $seconds] = explode('/', $spec);
+    $limits[] = (object) ['key' => "k$i", 'maxAttempts' => (int) $max,
+        'decayMinutes' => ((int) $seconds) / 60, 'responseCallback' => null];
+}
+while (($line = fgets(STDIN)) !== false) {
+    Carbon::setTestNow(Carbon::createFromTimestamp((float) trim($line)));
+    try {
+        $h = $throttle->answer($limits)->headers;
+        echo "200 {$h->get('X-RateLimit-Limit')} {$h->get('X-RateLimit-Remaining')}\n";
+    } catch (ThrottleRequestsException $e) {
+        $h = $e->getHeaders();
+        echo "429 {$h['X-RateLimit-Limit']} 0 {$h['Retry-After']} {$h['X-RateLimit-Reset']}\n";
+    }
+}
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("php") is None or not Path("/usr/share/php/Illuminate").is_dir(),
+    reason="needs php and Debian's php-laravel-framework",
+)
+@pytest.mark.parametrize("limits", [((2, 1), (7, 10))])
+def test_the_laravel_simulator_answers_as_laravels_own_throttle_middleware(
+    limits: tuple[tuple[int, int], ...], tmp_path: Path
+) -> None:
+    """Laravel 8's ThrottleRequests and RateLimiter on a file cache, on Carbon's test clock."""
+    rng = random.Random(7)
+    moment, times = 1_700_000_000.0, []
+    for _ in range(400):
+        moment += rng.choice([0.0, 0.01, 0.05, 0.3, 0.5, 0.9, 1.0, 2.5, rng.random() * 3])
+        times.append(round(moment, 3))
+    script = tmp_path / "throttle.php"
+    script.write_text(LARAVEL_THROTTLE)
+    (tmp_path / "cache").mkdir()
+    specs = [f"{most}/{seconds}" for most, seconds in limits]
+    laravel = subprocess.run(
+        ["php", str(script), str(tmp_path / "cache"), *specs],
+        input="".join(f"{t:.3f}\n" for t in times),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    simulator = Laravel(limits, headers="min", offset=0.0)
+    for t, expected in zip(times, laravel, strict=True):
+        status, headers = simulator.answer(t)
+        fields = [status, headers["x-ratelimit-limit"], headers["x-ratelimit-remaining"]]
+        if status == 429:
+            fields += [headers["retry-after"], headers["x-ratelimit-reset"]]
+        assert " ".join(map(str, fields)) == expected, f"at {t}"

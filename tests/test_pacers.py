@@ -10,7 +10,6 @@ from batchmap.pacers import (
     HOLD_FIRST,
     NOTHING,
     SAFETY,
-    START_RATE,
     Advice,
     Aimd,
     Answer,
@@ -59,6 +58,13 @@ WINDOW_CASES = {
     ),
     "fewest-left headers: the first success after a full window opens the next": WindowCase(
         (refused(10.0, 60, 50), ok(40.0, 2, 1), refused(95.5, 60, 5)), 60, low=60
+    ),
+    "a limit of one: each hit fills its window, so the pool waits it out": WindowCase(
+        (ok(0.0, 1, 0), refused(0.5, 1, 3), ok(3.5, 1, 0)),
+        1,
+        low=3,
+        high=4,
+        advice=Advice(3.5 + 3, "quota of 1 per 3s used up"),
     ),
     "a non-integer Retry-After (not Laravel) still bounds W from below": WindowCase(
         (ok(0.0, 10, 9), refused(0.5, 10, 1.5)), 10, low=1
@@ -112,9 +118,13 @@ def test_a_restored_window_is_a_hint_that_fresh_first_hits_can_shorten() -> None
 # -- AIMD -----------------------------------------------------------------------------------
 
 
-def aimd(*, rate: float | None, level: float | None, confirmed: int = 0) -> Aimd:
+def aimd(
+    *, rate: float | None, level: float | None, confirmed: int = 0, cut_at: float | None = None
+) -> Aimd:
     strategy = Aimd()
     strategy.rate, strategy.level, strategy.confirmed = rate, level, confirmed
+    if cut_at is not None:
+        strategy._last_cut = cut_at
     return strategy
 
 
@@ -135,8 +145,11 @@ class AimdCase:
 
 
 AIMD_CASES = {
-    "congestion before anything was learned starts low and climbs": AimdCase(
-        aimd(rate=None, level=None), 0, 1.0, congestion(5.0, rate=None), START_RATE, None
+    "congestion before anything succeeded changes nothing but the pause": AimdCase(
+        aimd(rate=None, level=None), 0, 1.0, congestion(5.0, rate=None), None, None
+    ),
+    "congestion after an unpaced burst starts from what was accepted, then climbs": AimdCase(
+        aimd(rate=None, level=None), 15, 15.0, congestion(5.0, rate=None), 15.0, None
     ),
     "a level is measured from what was accepted, not what was sent": AimdCase(
         aimd(rate=25.0, level=30.0), 24, 15.0, congestion(5.0, rate=25.0), 13.5, 15.0, 0, 50
@@ -154,15 +167,13 @@ AIMD_CASES = {
         2,
         520,
     ),
-    "a storm with no successes behind it cuts the rate but keeps the level": AimdCase(
-        aimd(rate=15.0, level=15.0),
+    "a storm, nothing accepted since the last cut, changes nothing but the pause": AimdCase(
+        aimd(rate=13.5, level=15.0, cut_at=2.0),
         0,
         1.0,
-        congestion(5.0, rate=15.0, pause=3.0),
+        congestion(5.0, rate=13.5, pause=3.0),
         13.5,
         15.0,
-        0,
-        HOLD_FIRST,
     ),
     "a 503 is congestion like a headerless 429": AimdCase(
         aimd(rate=20.2, level=20.0),
@@ -183,16 +194,18 @@ def test_aimd_decisions(case: AimdCase) -> None:
     saved_rate = strategy.rate
     for i in range(case.successes):  # accepted lately at `per_second`, rate unchanged
         strategy._accepted.append(case.signal.at - (case.successes - i) / case.per_second)
+    strategy._fresh = case.successes
     strategy.rate = saved_rate
     strategy.learn(case.signal)
-    assert strategy.rate == pytest.approx(case.rate)
-    assert strategy.level == pytest.approx(case.level)
+    assert strategy.rate == (None if case.rate is None else pytest.approx(case.rate))
+    assert strategy.level == (None if case.level is None else pytest.approx(case.level))
     assert strategy.confirmed == case.confirmed
     assert strategy._hold == case.hold
 
 
 def test_answers_sent_before_the_last_cut_carry_no_news() -> None:
     strategy = aimd(rate=10.0, level=None)
+    strategy._fresh = 1
     strategy.learn(congestion(5.0, rate=10.0))
     strategy.learn(Answer(429, sent_at=4.9, at=5.1, rate=9.0))
     assert strategy.rate == pytest.approx(9.0)

@@ -1,11 +1,13 @@
 """Print how the pacer does against simulated limiters, on a fake clock (runs in seconds).
 
-    .venv/bin/python tools/pacer_sim.py [--minutes 20]
+    .venv/bin/python tools/pacer_sim.py [--minutes 20] [--workers 4 --latency 0.05]
 
 Per case: efficiency (answers per second / what the limiter allows) in steady state and over
 the whole run, the share of requests answered 429 (or 503), and requests per resolved
-identifier. One worker, 1 ms latency. "Steady" is the second half of the run: long enough
-after the start that learning is over, and the same rule for every limiter.
+identifier. By default one worker and 1 ms latency; with --workers, that many workers whose
+answers take --latency seconds and arrive out of order. "Steady" is the second half of the
+run: long after learning is over, and the same rule for every limiter. The storm starts a
+minute in, so it counts in the whole-run figures only.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from tests.limiters import (
     Limiter,
     NginxLimitReq,
     Storm,
+    VirtualClock,
     figures,
     simulate,
+    simulate_pool,
 )
 
-CASES: list[tuple[str, float, Callable[[FakeClock], Limiter]]] = [
+CASES: list[tuple[str, float, Callable[[FakeClock | VirtualClock], Limiter]]] = [
     ("laravel 2/1s + 60/60s, whole seconds", 1.0, lambda c: Laravel(((2, 1), (60, 60)))),
     (
         "laravel 2/1s + 60/60s, fewest-left headers",
@@ -60,12 +64,32 @@ CASES: list[tuple[str, float, Callable[[FakeClock], Limiter]]] = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes per case")
-    seconds = parser.parse_args().minutes * 60
+    parser.add_argument("--workers", type=int, default=1, help="concurrent workers")
+    parser.add_argument("--latency", type=float, default=0.001, help="seconds per answer")
+    parser.add_argument("--jitter", type=float, default=0.0, help="up to this much more, each way")
+    args = parser.parse_args()
+    seconds = args.minutes * 60
+    print(
+        f"{args.minutes:g} simulated minutes, {args.workers} worker(s), "
+        f"latency {args.latency}s + up to {args.jitter}s each way"
+    )
     print(f"{'case':48} {'steady':>7} {'whole':>7} {'429s':>7} {'req/id':>7}")
     for name, allowed, make in CASES:
-        clock = FakeClock()
+        clock = FakeClock() if args.workers == 1 else VirtualClock()
         pacer = Pacer(clock=clock, sleep=clock.sleep, wall=clock)
-        log = simulate(pacer, clock, make(clock), seconds=seconds)
+        server = make(clock)
+        if isinstance(clock, FakeClock):
+            log = simulate(pacer, clock, server, seconds=seconds, latency=args.latency)
+        else:
+            log = simulate_pool(
+                pacer,
+                clock,
+                server,
+                seconds=seconds,
+                workers=args.workers,
+                latency=args.latency,
+                jitter=args.jitter,
+            )
         f = figures(log, allowed=allowed, steady_after=seconds / 2)
         print(
             f"{name:48} {f.steady:7.3f} {f.whole:7.3f} {f.refused:7.2%} {f.per_id:7.4f}",
