@@ -83,6 +83,7 @@ _HEADER_WORDS = frozenset(
 )
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic")
 _SEPARATORS = (",", "\t", ";", "|")
+_PATH_MARKS = ("/", "\\", ".")  # a path, a URL, a file name
 
 
 class IdSource:
@@ -517,7 +518,7 @@ def _identifai_share(rows: Sequence[Sequence[str]], index: int) -> float:
 
 def _column_by_content(rows: list[list[str]], *, width: int) -> tuple[int, list[int]]:
     """The column most of whose values look like identifAI's (else the first), and all such."""
-    width = min(max(width, *map(len, rows)), 100)
+    width = min(max([width, *map(len, rows)]), 100)
     shares = [_identifai_share(rows, index) for index in range(width)]
     likely = [index for index, share in enumerate(shares) if share >= 0.5]
     # max keeps the leftmost of ties
@@ -591,6 +592,12 @@ class _Tally:
         self.count += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((line, value))
+
+    def add_all(self, found: list[int], values: list[str], lines: Sequence[int]) -> None:
+        """Add values[n] (on lines[n]) for each n found."""
+        self.count += len(found)
+        for n in found[: MAX_EXAMPLES - len(self.examples)]:
+            self.examples.append((lines[n], values[n]))
 
 
 class _Shape:
@@ -671,38 +678,50 @@ class _Checker:
             sample = values[: LOOKAHEAD_ROWS + 1]
             self.shape = _Shape([value for value in sample if value and not self._category(value)])
         self.total += len(values) - values.count("")
-        if self.shape.all_fit(values, lengths=lengths, raw=raw):
-            if self.shape.alphabet in ("alnum", "token"):  # could spell a repeated header
-                self._check_headers(values, lines)
-            if self.layout.better is not None:
-                self.identifai += sum(map(_looks_identifai, filter(None, values)))
+        shape = self.shape
+        if self.layout.better is not None:
+            self.identifai += sum(map(_looks_identifai, filter(None, values)))
+        if shape.all_fit(values, lengths=lengths, raw=raw):
+            if shape.alphabet in ("alnum", "token"):  # could spell a repeated header
+                self._check_categories(values, lines)
             return
-        for value, line in zip(values, lines, strict=True):
-            if value:
-                self._check_one(value, line)
+        seen = self._check_categories(values, lines)
+        if shape.alphabet is not None:
+            for n, value in enumerate(values):
+                if value and n not in seen and not shape.fits(value):
+                    self.odd.add(lines[n], value)
 
-    def _check_headers(self, values: list[str], lines: Sequence[int]) -> None:
-        for value, line in zip(values, lines, strict=True):
-            if len(value) < 40 and _normal(value) in self.header_words:
-                self.headers.add(line, value)
+    def _check_categories(self, values: list[str], lines: Sequence[int]) -> set[int]:
+        """Tally headers, paths and delimited lines; the indexes of the values tallied.
 
-    def _check_one(self, value: str, line: int) -> None:
-        assert self.shape is not None
-        if self.layout.better is not None and _IDENTIFAI.fullmatch(value):
-            self.identifai += 1
-        category = self._category(value)
-        if category is not None:
-            category.add(line, value)
-        elif not self.shape.fits(value):
-            self.odd.add(line, value)
+        Whole-batch string operations (in C) rule out most of the work: the values are
+        joined on NUL, which no value can hold.
+        """
+        joined = "\0".join(values)
+        seen: set[int] = set()
+        normal = _normal(joined).split("\0")
+        if not self.header_words.isdisjoint(normal):
+            for n, word in enumerate(normal):
+                if word in self.header_words and len(values[n]) < 40:
+                    self.headers.add(lines[n], values[n])
+                    seen.add(n)
+        for tally, marks, test in (
+            (self.paths, _PATH_MARKS, _looks_like_path),
+            (self.delimited, _SEPARATORS, _looks_delimited),
+        ):
+            if any(mark in joined for mark in marks):
+                found = [n for n, value in enumerate(values) if test(value) and n not in seen]
+                tally.add_all(found, values, lines)
+                seen.update(found)
+        return seen
 
     def _category(self, value: str) -> _Tally | None:
         """The warning a value belongs to whatever the others look like, if any."""
         if len(value) < 40 and _normal(value) in self.header_words:
             return self.headers
-        if "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES):
+        if _looks_like_path(value):
             return self.paths
-        if any(separator in value for separator in _SEPARATORS):
+        if _looks_delimited(value):
             return self.delimited
         return None
 
@@ -736,6 +755,14 @@ class _Checker:
             f"{self.where}: {tally.count:,} of {self.total:,} identifiers {verb} {what}:"
             f" {_lines(tally)}; loaded as given"
         )
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES)
+
+
+def _looks_delimited(value: str) -> bool:
+    return "," in value or "\t" in value or ";" in value or "|" in value
 
 
 def _normal(value: str) -> str:
