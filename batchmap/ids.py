@@ -10,11 +10,12 @@ warnings. A shape is only ever a hint: no value is refused or dropped for it.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -82,6 +83,7 @@ _HEADER_WORDS = frozenset(
 )
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic")
 _SEPARATORS = (",", "\t", ";", "|")
+_PATH_MARKS = ("/", "\\", ".")  # a path, a URL, a file name
 
 
 class IdSource:
@@ -230,26 +232,31 @@ class _Pass:
         self.batch: list[str] = []
         self.batch_lines: list[int] = []
 
-    def rows(self, rows: Iterator[tuple[list[str], int]]) -> Iterator[str]:
+    def rows(self, rows: Iterable[tuple[list[str], int]]) -> Iterator[str]:
         """Identifiers of csv rows, each with the line it starts on; counts kept row by row."""
-        source, index, batch = self.source, self.layout.index, self.batch
         for row, line in rows:
-            source.rows += 1
-            try:
-                identifier = row[index].strip()
-            except IndexError:
-                identifier = ""
-            if identifier:
-                if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                    raise _too_long(self.where, identifier, line=line)
-                batch.append(identifier)
-                self.batch_lines.append(line)
-                if len(batch) >= _CHECK_BATCH:
-                    self.flush()
+            if identifier := self.take(row, line):
                 yield identifier
-            else:
-                source.blank += 1
-                self.other_cells = self.other_cells or _filled(row)
+
+    def take(self, row: list[str], line: int) -> str:
+        """One row's identifier ("" if none), counted and queued for the checks."""
+        source = self.source
+        source.rows += 1
+        try:
+            identifier = row[self.layout.index].strip()
+        except IndexError:
+            identifier = ""
+        if identifier:
+            if len(identifier) > MAX_IDENTIFIER_LENGTH:
+                raise _too_long(self.where, identifier, line=line)
+            self.batch.append(identifier)
+            self.batch_lines.append(line)
+            if len(self.batch) >= _CHECK_BATCH:
+                self.flush()
+        else:
+            source.blank += 1
+            self.other_cells = self.other_cells or _filled(row)
+        return identifier
 
     def flush(self) -> None:
         self.checker.check(self.batch, self.batch_lines)
@@ -260,13 +267,14 @@ class _Pass:
         """Identifiers of the rest of the file, read in chunks that end at a line's end.
 
         Yields a list per plain chunk (one level of generators per identifier is what the
-        fast path costs), and a generator over the csv rows of any other chunk.
+        fast path costs), and a generator over the csv rows of any other chunk: decoded at
+        once if it can be, line by line (to name the line of a bad byte) if not.
         """
         while raw := stream.read(_CHUNK):
             if not raw.endswith(b"\n"):
                 raw += stream.readline(MAX_LINE_BYTES + 1)
-            text = _plain_text(raw)
-            if text is not None:
+            text = _clean_text(raw)
+            if text is not None and b'"' not in raw:
                 lines = text.split("\n")
                 if text.endswith("\n"):
                     lines.pop()
@@ -274,13 +282,42 @@ class _Pass:
                 number += len(lines)
                 del raw, text, lines  # before the next chunk is read: memory stays flat
                 continue
-            parts = raw.split(b"\n")
-            tail = parts.pop()
-            raws = [part + b"\n" for part in parts] + ([tail] if tail else [])
-            decoded = _decoded_lines_from(raws, stream, self.where, number=number)
+            count = raw.count(b"\n") + (not raw.endswith(b"\n"))
+            identifiers = None if text is None else self.quoted(text, first=number + 1)
+            if identifiers is not None:
+                yield identifiers
+                number += count
+                del raw, text, identifiers
+                continue
+            decoded: Iterator[str]
+            if text is not None:  # a row goes on past the chunk: csv reads on into the stream
+                rest = _decoded_lines_from([], stream, self.where, number=number + count)
+                decoded = itertools.chain(io.StringIO(text, newline=""), rest)
+            else:
+                parts = raw.split(b"\n")
+                tail = parts.pop()
+                raws = [part + b"\n" for part in parts] + ([tail] if tail else [])
+                decoded = _decoded_lines_from(raws, stream, self.where, number=number)
+            del raw, text
             reader = csv.reader(decoded, delimiter=self.layout.delimiter, strict=True)
-            yield self.rows(_numbered(reader, self.where, base=number, until=len(raws)))
+            yield self.csv_rows(reader, base=number, until=count)
             number += reader.line_num
+
+    def csv_rows(self, reader: CsvReader, *, base: int, until: int) -> Iterator[str]:
+        """Identifiers of the rows of a reader over lines base+1.., until it has used
+        `until` lines (and the row that straddles the end); csv errors name the row's line."""
+        last = 0
+        try:
+            take = self.take
+            for row in reader:
+                if identifier := take(row, base + last + 1):
+                    yield identifier
+                last = reader.line_num
+                if last >= until:
+                    return
+        except csv.Error as error:
+            start, end = base + last + 1, base + reader.line_num
+            raise _csv_problem(self.where, error, start=start, end=end) from None
 
     def chunk(self, lines: list[str], raw: bytes, *, first: int) -> Iterable[str]:
         """Identifiers of whole lines without quotes, as a list; counts kept chunk by chunk."""
@@ -291,28 +328,59 @@ class _Pass:
         elif index == 0:
             cells = [line.partition(delimiter)[0].strip() for line in lines]
         else:
-            cells = [_cell(line.split(delimiter), index) for line in lines]
+            cells = [
+                row[index].strip() if len(row := line.split(delimiter)) > index else ""
+                for line in lines
+            ]
+
+        def others() -> bool:
+            return (split or index > 0) and any(
+                line.replace(delimiter, "").strip()
+                for line, cell in zip(lines, cells, strict=False)
+                if not cell
+            )
+
+        plain = raw if index == 0 and not split else None
+        return self.bulk(cells, first=first, raw=plain, others=others)
+
+    def quoted(self, text: str, *, first: int) -> Iterable[str] | None:
+        """Identifiers of a chunk with quotes, as a list, if each of its rows is one line."""
+        reader = csv.reader(
+            io.StringIO(text, newline=""), delimiter=self.layout.delimiter, strict=True
+        )
+        try:
+            rows = list(reader)
+        except csv.Error:  # a row goes on into the next chunk, or a real error: row by row
+            return None
+        if len(rows) != reader.line_num:
+            return None
+        index = self.layout.index
+        cells = [row[index].strip() if len(row) > index else "" for row in rows]
+
+        def others() -> bool:
+            return any(_filled(row) for row, cell in zip(rows, cells, strict=False) if not cell)
+
+        return self.bulk(cells, first=first, raw=None, others=others)
+
+    def bulk(
+        self, cells: list[str], *, first: int, raw: bytes | None, others: Callable[[], bool]
+    ) -> Iterable[str]:
+        """The identifiers of a chunk's rows (cells[n] on line first+n, "" if blank)."""
         lengths = set(map(len, cells))
         too_long = None
         if max(lengths) > MAX_IDENTIFIER_LENGTH:
             at = next(n for n, cell in enumerate(cells) if len(cell) > MAX_IDENTIFIER_LENGTH)
             too_long = _too_long(self.where, cells[at], line=first + at)
-            del cells[at:], lines[at:]
-            lengths = set(map(len, cells))
+            del cells[at:]
+            lengths, raw = set(map(len, cells)), None
         source = self.source
         source.rows += len(cells)
         blanks = cells.count("")
         if blanks:
             source.blank += blanks
-            if not self.other_cells and (split or index):
-                self.other_cells = any(
-                    line.replace(delimiter, "").strip()
-                    for line, cell in zip(lines, cells, strict=True)
-                    if not cell
-                )
+            self.other_cells = self.other_cells or others()
         self.flush()  # keeps the examples in line order
-        plain = raw if index == 0 and not split and too_long is None else None
-        self.checker.check(cells, range(first, first + len(cells)), lengths=lengths, raw=plain)
+        self.checker.check(cells, range(first, first + len(cells)), lengths=lengths, raw=raw)
         if too_long is not None:
             return _then_raise(list(filter(None, cells)), too_long)
         return list(filter(None, cells)) if blanks else cells
@@ -331,16 +399,12 @@ def _then_raise(identifiers: list[str], error: InputError) -> Iterator[str]:
     raise error
 
 
-def _cell(cells: list[str], index: int) -> str:
-    return cells[index].strip() if index < len(cells) else ""
+def _clean_text(raw: bytes) -> str | None:
+    """The chunk as text when nothing in it needs naming a line, else None (line by line).
 
-
-def _plain_text(raw: bytes) -> str | None:
-    """The chunk as text when str.split reads it as csv would, else None (take the slow path).
-
-    That is: no quote, no NUL, no CR but in CRLF, no line over the limits, valid UTF-8.
+    That is: no NUL, no CR but in CRLF, no line over the limits, valid UTF-8.
     """
-    if len(raw) > MAX_LINE_BYTES or len(raw) > MAX_FIELD_CHARS or 0 in raw or b'"' in raw:
+    if len(raw) > MAX_LINE_BYTES or len(raw) > MAX_FIELD_CHARS or 0 in raw:
         return None
     if b"\r" in raw and raw.count(b"\r") != raw.count(b"\r\n"):
         return None
@@ -399,23 +463,6 @@ def _parse_ahead(
     return ahead, None
 
 
-def _numbered(
-    reader: CsvReader, where: str, *, base: int, until: int
-) -> Iterator[tuple[list[str], int]]:
-    """The rows of a csv.reader over lines base+1.., each with the line it starts on, until
-    the reader has used `until` lines; a csv.Error becomes a one-line InputError."""
-    last = reader.line_num
-    try:
-        for row in reader:
-            yield row, base + last + 1
-            last = reader.line_num
-            if last >= until:
-                return
-    except csv.Error as error:
-        start, end = base + last + 1, base + reader.line_num
-        raise _csv_problem(where, error, start=start, end=end) from None
-
-
 def _raise(error: InputError) -> Iterator[str]:
     """Lines that end in an error found while looking ahead, raised where it happened."""
     raise error
@@ -471,7 +518,7 @@ def _identifai_share(rows: Sequence[Sequence[str]], index: int) -> float:
 
 def _column_by_content(rows: list[list[str]], *, width: int) -> tuple[int, list[int]]:
     """The column most of whose values look like identifAI's (else the first), and all such."""
-    width = min(max(width, *map(len, rows)), 100)
+    width = min(max([width, *map(len, rows)]), 100)
     shares = [_identifai_share(rows, index) for index in range(width)]
     likely = [index for index, share in enumerate(shares) if share >= 0.5]
     # max keeps the leftmost of ties
@@ -545,6 +592,12 @@ class _Tally:
         self.count += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append((line, value))
+
+    def add_all(self, found: list[int], values: list[str], lines: Sequence[int]) -> None:
+        """Add values[n] (on lines[n]) for each n found."""
+        self.count += len(found)
+        for n in found[: MAX_EXAMPLES - len(self.examples)]:
+            self.examples.append((lines[n], values[n]))
 
 
 class _Shape:
@@ -625,38 +678,50 @@ class _Checker:
             sample = values[: LOOKAHEAD_ROWS + 1]
             self.shape = _Shape([value for value in sample if value and not self._category(value)])
         self.total += len(values) - values.count("")
-        if self.shape.all_fit(values, lengths=lengths, raw=raw):
-            if self.shape.alphabet in ("alnum", "token"):  # could spell a repeated header
-                self._check_headers(values, lines)
-            if self.layout.better is not None:
-                self.identifai += sum(map(_looks_identifai, filter(None, values)))
+        shape = self.shape
+        if self.layout.better is not None:
+            self.identifai += sum(map(_looks_identifai, filter(None, values)))
+        if shape.all_fit(values, lengths=lengths, raw=raw):
+            if shape.alphabet in ("alnum", "token"):  # could spell a repeated header
+                self._check_categories(values, lines)
             return
-        for value, line in zip(values, lines, strict=True):
-            if value:
-                self._check_one(value, line)
+        seen = self._check_categories(values, lines)
+        if shape.alphabet is not None:
+            for n, value in enumerate(values):
+                if value and n not in seen and not shape.fits(value):
+                    self.odd.add(lines[n], value)
 
-    def _check_headers(self, values: list[str], lines: Sequence[int]) -> None:
-        for value, line in zip(values, lines, strict=True):
-            if len(value) < 40 and _normal(value) in self.header_words:
-                self.headers.add(line, value)
+    def _check_categories(self, values: list[str], lines: Sequence[int]) -> set[int]:
+        """Tally headers, paths and delimited lines; the indexes of the values tallied.
 
-    def _check_one(self, value: str, line: int) -> None:
-        assert self.shape is not None
-        if self.layout.better is not None and _IDENTIFAI.fullmatch(value):
-            self.identifai += 1
-        category = self._category(value)
-        if category is not None:
-            category.add(line, value)
-        elif not self.shape.fits(value):
-            self.odd.add(line, value)
+        Whole-batch string operations (in C) rule out most of the work: the values are
+        joined on NUL, which no value can hold.
+        """
+        joined = "\0".join(values)
+        seen: set[int] = set()
+        normal = _normal(joined).split("\0")
+        if not self.header_words.isdisjoint(normal):
+            for n, word in enumerate(normal):
+                if word in self.header_words and len(values[n]) < 40:
+                    self.headers.add(lines[n], values[n])
+                    seen.add(n)
+        for tally, marks, test in (
+            (self.paths, _PATH_MARKS, _looks_like_path),
+            (self.delimited, _SEPARATORS, _looks_delimited),
+        ):
+            if any(mark in joined for mark in marks):
+                found = [n for n, value in enumerate(values) if test(value) and n not in seen]
+                tally.add_all(found, values, lines)
+                seen.update(found)
+        return seen
 
     def _category(self, value: str) -> _Tally | None:
         """The warning a value belongs to whatever the others look like, if any."""
         if len(value) < 40 and _normal(value) in self.header_words:
             return self.headers
-        if "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES):
+        if _looks_like_path(value):
             return self.paths
-        if any(separator in value for separator in _SEPARATORS):
+        if _looks_delimited(value):
             return self.delimited
         return None
 
@@ -690,6 +755,14 @@ class _Checker:
             f"{self.where}: {tally.count:,} of {self.total:,} identifiers {verb} {what}:"
             f" {_lines(tally)}; loaded as given"
         )
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES)
+
+
+def _looks_delimited(value: str) -> bool:
+    return "," in value or "\t" in value or ";" in value or "|" in value
 
 
 def _normal(value: str) -> str:
