@@ -251,13 +251,21 @@ def test_retry_after_counts_whole_seconds_to_the_windows_end() -> None:
     assert admit(limiter, 1060.0)[0]
 
 
-def test_exact_and_sub_second_windows_are_float_windows() -> None:
-    exact = RateLimiter(((1, 1.0),), whole_seconds=False)
-    assert admit(exact, 100.48)[0]
-    assert not admit(exact, 101.2)[0] and admit(exact, 101.48)[0]
+def test_exact_windows_end_w_after_the_first_hit_but_retry_after_keeps_whole_seconds() -> None:
+    redis = RateLimiter(((1, 1.0),), whole_seconds=False)
+    assert admit(redis, 100.48)[0]
+    allowed, headers = admit(redis, 101.2)
+    # Refused until 101.48, yet Laravel's timer (time() + 1 = 101) says go now.
+    assert not allowed and (headers["Retry-After"], headers["X-RateLimit-Reset"]) == ("0", "101")
+    assert admit(redis, 101.48)[0]
+
+
+def test_sub_second_windows_are_exact_and_round_the_wait_up() -> None:
     short = RateLimiter(((1, 0.25),))  # Laravel has no windows under a second
     assert admit(short, 100.9)[0]
-    assert not admit(short, 101.1)[0] and admit(short, 101.15)[0]
+    allowed, headers = admit(short, 101.1)
+    assert not allowed and headers["Retry-After"] == "1"
+    assert admit(short, 101.15)[0]
 
 
 def test_a_refused_request_counts_on_the_limits_checked_before_the_one_that_refused() -> None:
