@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from batchmap.fakeserver import expected_status, heatmap_png
+from tests.conftest import API_KEY, Workspace, make_ids
 from tests.hostile import (
     Drop,
     GiB,
@@ -20,6 +21,7 @@ from tests.hostile import (
     Reply,
     Request,
     Reset,
+    fake_heatmaps,
     gzip_bomb,
     hostile_in_thread,
     http_date,
@@ -189,3 +191,18 @@ def test_a_trickled_body_arrives_whole() -> None:
 
     body, took = against(lambda _: Reply(body=b"x" * 50, trickle=0.02, piece=10), scenario)
     assert body == b"x" * 50 and took >= 0.08
+
+
+def test_a_cli_run_finishes_against_fake_heatmaps_in_a_thread(workspace: Workspace) -> None:
+    ids = make_ids("hostile", ok=3, no_heatmap=1)
+    server = HostileServer(fake_heatmaps(key=API_KEY))
+    with hostile_in_thread(server) as url:
+        result = workspace.cli(
+            "run", workspace.csv(ids), "--db", workspace.db, "--out", workspace.out,
+            "--base-url", url,
+        )  # fmt: skip
+    assert result.code == 0, result.output
+    assert {row["state"] for row in workspace.rows().values()} == {"done", "no_heatmap"}
+    asked = [r for r in server.requests if "/heatmap/" in r.path]
+    assert len(asked) == len(ids)
+    assert all(r.headers["x-api-key"] == API_KEY for r in server.requests)
