@@ -153,10 +153,13 @@ class HostileServer:
             self.stop_listening()
             self._relisten = loop.call_later(seconds, self._spawn_relisten)
 
-        with contextlib.suppress(RuntimeError):
-            if asyncio.get_running_loop() is loop:
-                begin()
-                return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None  # called from another thread, e.g. a test beside hostile_in_thread
+        if running is loop:
+            begin()
+            return
         done = threading.Event()
 
         def begin_and_tell() -> None:

@@ -206,3 +206,14 @@ def test_a_cli_run_finishes_against_fake_heatmaps_in_a_thread(workspace: Workspa
     asked = [r for r in server.requests if "/heatmap/" in r.path]
     assert len(asked) == len(ids)
     assert all(r.headers["x-api-key"] == API_KEY for r in server.requests)
+
+
+def test_on_its_own_loop_the_port_can_refuse_for_a_while() -> None:
+    async def scenario(server: HostileServer, client: httpx.AsyncClient) -> int:
+        server.refuse_for(0.2)
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/")
+        await asyncio.sleep(0.3)
+        return (await client.get("/")).status_code
+
+    assert against(lambda _: Reply(204), scenario) == 204
