@@ -12,6 +12,7 @@ request is recorded, so a test can check what a client sent.
         subprocess.run([..., "--base-url", url])
         server.refuse_for(5.0)  # the port refuses connections for 5 s
     assert not any("x-api-key" in r.headers for r in server.requests)
+    assert not server.errors  # a handler that raised answered 500 and left its error here
 
 Only 127.0.0.1 by default; nothing here talks to any other address.
 """
@@ -102,6 +103,7 @@ class HostileServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Request] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)  # raised by the handler
     _server: asyncio.Server | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
@@ -199,15 +201,22 @@ class HostileServer:
                 request = await self._read(reader)
                 if request is None:
                     break
-                action = self.handler(request)
-                if inspect.isawaitable(action):
-                    action = await action
+                action = await self._act(request)
                 if not await _perform(writer, action, request):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()
+
+    async def _act(self, request: Request) -> Action:
+        """The handler's action; a handler that raises gets a 500 and its error kept."""
+        try:
+            action = self.handler(request)
+            return await action if inspect.isawaitable(action) else action
+        except Exception as error:
+            self.errors.append(error)
+            return Reply(500, body=f"hostile handler failed: {error!r}".encode(), close=True)
 
     async def _read(self, reader: asyncio.StreamReader) -> Request | None:
         try:

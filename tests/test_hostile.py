@@ -217,3 +217,15 @@ def test_on_its_own_loop_the_port_can_refuse_for_a_while() -> None:
         return (await client.get("/")).status_code
 
     assert against(lambda _: Reply(204), scenario) == 204
+
+
+def test_a_handler_that_raises_answers_500_and_keeps_the_error() -> None:
+    def broken(_: Request) -> Reply:
+        raise ValueError("oops")
+
+    async def scenario(server: HostileServer, client: httpx.AsyncClient) -> int:
+        status = (await client.get("/")).status_code
+        assert [str(error) for error in server.errors] == ["oops"]
+        return status
+
+    assert against(broken, scenario) == 500
