@@ -36,6 +36,14 @@ from http import HTTPStatus
 from urllib.parse import unquote
 
 from batchmap.fakeserver import HEATMAP_PREFIXES, expected_status, heatmap_png
+from batchmap.fakeserver.classifications import (
+    CLASSIFICATIONS_PATHS,
+    ValidationFailed,
+    answer_body,
+    is_known,
+    parse_identifiers,
+    validation_body,
+)
 
 GiB = 1024**3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -315,16 +323,23 @@ def hostile_in_thread(handler: Handler | HostileServer) -> Iterator[str]:
 # --------------------------------------------------------------------------- ready-made handlers
 
 
-def fake_heatmaps(*, key: str = "demo-key") -> Handler:
-    """Answer heatmap requests as batchmap's fake does (no limits), so a CLI run can finish."""
+def fake_heatmaps(*, key: str = "demo-key", classifications: bool = True) -> Handler:
+    """Answer as batchmap's fake does (no limits), so a CLI run can finish.
+
+    Heatmaps, and the classifications endpoint unless `classifications` is False (then 404).
+    """
 
     def handle(request: Request) -> Action:
         path = request.path
+        listing = classifications and path in CLASSIFICATIONS_PATHS
         prefix = next((p for p in HEATMAP_PREFIXES if path.startswith(p)), None)
-        if prefix is None or len(path) == len(prefix):
+        if not listing and (prefix is None or len(path) == len(prefix)):
             return json_reply(404, {"error": "Not Found"})
         if request.headers.get("x-api-key") != key:
             return json_reply(401, {"error": "Unauthorized"})
+        if listing:
+            return _classifications(request)
+        assert prefix is not None
         identifier = unquote(path[len(prefix) :])
         status = expected_status(identifier)
         if status == 200:
@@ -334,6 +349,17 @@ def fake_heatmaps(*, key: str = "demo-key") -> Handler:
         return json_reply(404, {"error": "Image not found"})
 
     return handle
+
+
+def _classifications(request: Request) -> Reply:
+    """The fake's classifications answer: known identifiers only, all decided."""
+    try:
+        identifiers = parse_identifiers(request.target.partition("?")[2])
+    except ValidationFailed as error:
+        return json_reply(422, validation_body(str(error)))
+    known = [i for i in identifiers if is_known(i)]
+    body = answer_body(known, pending_rate=0.0, odd=False)
+    return Reply(200, (("Content-Type", "application/json"),), body)
 
 
 def json_reply(status: int, payload: object, *, headers: Sequence[tuple[str, str]] = ()) -> Reply:

@@ -11,7 +11,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from batchmap.fakeserver import expected_status, heatmap_png
+from batchmap.fakeserver import classification_of, expected_status, heatmap_png
 from tests.conftest import API_KEY, Workspace, make_ids
 from tests.hostile import (
     Drop,
@@ -202,9 +202,10 @@ def test_a_cli_run_finishes_against_fake_heatmaps_in_a_thread(workspace: Workspa
             "--base-url", url,
         )  # fmt: skip
     assert result.code == 0, result.output
-    assert {row["state"] for row in workspace.rows().values()} == {"done", "no_heatmap"}
+    states = sorted(row["state"] for row in workspace.rows().values())
+    assert states == ["done", "done", "done", "no_heatmap"]
     asked = [r for r in server.requests if "/heatmap/" in r.path]
-    assert len(asked) == len(ids)
+    assert 3 <= len(asked) <= len(ids)  # a prefilter may spare the 204
     assert all(r.headers["x-api-key"] == API_KEY for r in server.requests)
 
 
@@ -229,3 +230,15 @@ def test_a_handler_that_raises_answers_500_and_keeps_the_error() -> None:
         return status
 
     assert against(broken, scenario) == 500
+
+
+def test_fake_heatmaps_also_answers_classifications_unless_told_not_to() -> None:
+    identifier = ok_id()
+
+    async def scenario(_: HostileServer, client: httpx.AsyncClient) -> httpx.Response:
+        params = {"identifiers[]": [identifier]}
+        return await client.get("/api/classifications", params=params, headers=KEY)
+
+    listed = against(fake_heatmaps(), scenario)
+    assert listed.status_code == 200 and listed.json() == [classification_of(identifier)]
+    assert against(fake_heatmaps(classifications=False), scenario).status_code == 404
