@@ -356,7 +356,7 @@ def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str
     is_flag=True,
     flag_value=False,
     default=True,
-    help="Float windows instead of Laravel's, which end on a whole second.",
+    help="Windows end exactly W s after their first hit (Laravel on Redis), not on a second.",
 )
 @click.option(
     "--rate-limit-status",

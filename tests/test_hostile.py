@@ -11,7 +11,8 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from batchmap.fakeserver import expected_status, heatmap_png
+from batchmap.fakeserver import classification_of, expected_status, heatmap_png
+from tests.conftest import API_KEY, Workspace, make_ids
 from tests.hostile import (
     Drop,
     GiB,
@@ -20,6 +21,7 @@ from tests.hostile import (
     Reply,
     Request,
     Reset,
+    fake_heatmaps,
     gzip_bomb,
     hostile_in_thread,
     http_date,
@@ -189,3 +191,54 @@ def test_a_trickled_body_arrives_whole() -> None:
 
     body, took = against(lambda _: Reply(body=b"x" * 50, trickle=0.02, piece=10), scenario)
     assert body == b"x" * 50 and took >= 0.08
+
+
+def test_a_cli_run_finishes_against_fake_heatmaps_in_a_thread(workspace: Workspace) -> None:
+    ids = make_ids("hostile", ok=3, no_heatmap=1)
+    server = HostileServer(fake_heatmaps(key=API_KEY))
+    with hostile_in_thread(server) as url:
+        result = workspace.cli(
+            "run", workspace.csv(ids), "--db", workspace.db, "--out", workspace.out,
+            "--base-url", url,
+        )  # fmt: skip
+    assert result.code == 0, result.output
+    states = sorted(row["state"] for row in workspace.rows().values())
+    assert states == ["done", "done", "done", "no_heatmap"]
+    asked = [r for r in server.requests if "/heatmap/" in r.path]
+    assert 3 <= len(asked) <= len(ids)  # a prefilter may spare the 204
+    assert all(r.headers["x-api-key"] == API_KEY for r in server.requests)
+
+
+def test_on_its_own_loop_the_port_can_refuse_for_a_while() -> None:
+    async def scenario(server: HostileServer, client: httpx.AsyncClient) -> int:
+        server.refuse_for(0.2)
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/")
+        await asyncio.sleep(0.3)
+        return (await client.get("/")).status_code
+
+    assert against(lambda _: Reply(204), scenario) == 204
+
+
+def test_a_handler_that_raises_answers_500_and_keeps_the_error() -> None:
+    def broken(_: Request) -> Reply:
+        raise ValueError("oops")
+
+    async def scenario(server: HostileServer, client: httpx.AsyncClient) -> int:
+        status = (await client.get("/")).status_code
+        assert [str(error) for error in server.errors] == ["oops"]
+        return status
+
+    assert against(broken, scenario) == 500
+
+
+def test_fake_heatmaps_also_answers_classifications_unless_told_not_to() -> None:
+    identifier = ok_id()
+
+    async def scenario(_: HostileServer, client: httpx.AsyncClient) -> httpx.Response:
+        params = {"identifiers[]": [identifier]}
+        return await client.get("/api/classifications", params=params, headers=KEY)
+
+    listed = against(fake_heatmaps(), scenario)
+    assert listed.status_code == 200 and listed.json() == [classification_of(identifier)]
+    assert against(fake_heatmaps(classifications=False), scenario).status_code == 404

@@ -1,6 +1,16 @@
 """A local identifAI stand-in: heatmaps, classifications, Laravel's rate limits, faults, outages.
 
-`batchmap fake-server` runs it; tests and benchmarks also start a `FakeServer` in-process.
+`batchmap fake-server` runs it; tests and benchmarks also start one in-process:
+
+    server = FakeServer(FakeConfig(limits=((5, 1.0),), pending_rate=0.1))
+    port = await server.start()
+    await server.begin_outage("503")  # or "refuse", "reset"; FakeConfig.outage_at schedules one
+    await server.end_outage()
+    server.stats.as_json()  # the body of GET /_fake/stats
+    await server.close()
+
+Modules: heatmaps (PNGs, expected_status), classifications, limits (Laravel's limiter, pure),
+http (the wire), config, server.
 """
 
 from batchmap.fakeserver.classifications import CLASSIFICATIONS_PATHS, classification_of

@@ -16,8 +16,9 @@ class FakeConfig:
     valid_key: str = "demo-key"
     forbidden_key: str = "forbidden-key"
     limits: tuple[tuple[int, float], ...] = ((2, 1.0), (60, 60.0))  # (max requests, window s)
-    # Laravel's windows end on a whole second (cache TTLs are integer timestamps); False gives
-    # exact float windows. Windows under a second are always exact (Laravel has none).
+    # Laravel's windows end on a whole second (file/database cache TTLs are integer
+    # timestamps); False: exactly W after the first hit, as with Laravel on Redis. Windows
+    # under a second are always exact (Laravel has none).
     whole_seconds: bool = True
     rate_headers: bool = True
     rate_limit_status: int = 429  # 503: nginx limit_req's default answer

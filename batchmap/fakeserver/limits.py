@@ -10,8 +10,10 @@ Illuminate/Cache/RateLimiter.php; the same loop in later versions):
   headers, otherwise `hit` counts the request before the next limit is checked. So a request
   a later limit refuses has already counted on every earlier one.
 - `hit` stores the window's timer as `availableAt(decay)` = `time() + decay` in whole seconds
-  and gives the counter the same TTL: a window whose first hit is at x.48 ends at
-  floor(x.48) + W, sooner than W says.
+  and gives the counter the same TTL; the file, database and array stores keep expiry times
+  as integer timestamps, so a window whose first hit is at x.48 ends at floor(x.48) + W,
+  sooner than W says. (Redis expires keys exactly W seconds after the first hit instead:
+  `whole_seconds=False`.)
 - A 429 carries `Retry-After` = timer - time() (whole seconds, at least 1),
   `X-RateLimit-Reset` = time() + Retry-After (the window's end) and `Remaining: 0`.
 - A success gets each limit's headers in turn, but `getHeaders` keeps the ones already there
@@ -29,13 +31,19 @@ Headers = tuple[tuple[str, str], ...]
 
 @dataclass(slots=True)
 class FixedWindow:
-    """One Laravel limit: a window opens at the first hit after the previous one ended."""
+    """One Laravel limit: a window opens at the first hit after the previous one ended.
+
+    `whole`: the counter expires on the whole second (file, database and array cache stores);
+    otherwise exactly `seconds` after the first hit (Redis TTLs), while the timer behind
+    Retry-After stays whole seconds, so Retry-After can say 0 for up to a second while refused.
+    """
 
     max_attempts: int
     seconds: float
-    whole: bool = True  # the window ends on a whole second, as Laravel's cache TTLs do
+    whole: bool = True
     hits: int = 0
-    ends: float = -math.inf
+    ends: float = -math.inf  # when the counter expires
+    timer: int = 0  # Laravel's `key:timer`: availableAt(decay) = floor(time() + decay)
 
     def full(self, now: float) -> bool:
         """True if the window `now` falls in has no attempt left (`tooManyAttempts`)."""
@@ -45,7 +53,8 @@ class FixedWindow:
         """Count one request, opening a new window if the last one is over."""
         if now >= self.ends:
             end = now + self.seconds
-            self.hits, self.ends = 0, math.floor(end) if self.whole else end
+            self.timer = math.floor(end)
+            self.hits, self.ends = 0, self.timer if self.whole else end
         self.hits += 1
 
     def remaining(self, now: float) -> int:
@@ -54,11 +63,12 @@ class FixedWindow:
 
     def refusal_headers(self, now: float) -> Headers:
         """Laravel's 429 headers for this limit; Retry-After and Reset are whole seconds."""
-        if self.whole:
-            second = math.floor(now)
-            wait, reset = int(self.ends) - second, int(self.ends)
-        else:
+        if self.seconds < 1:  # not Laravel's (it has no shorter windows): round the wait up
             wait, reset = max(1, math.ceil(self.ends - now)), math.ceil(self.ends)
+        else:
+            second = math.floor(now)
+            wait = max(0, self.timer - second)  # `availableIn`
+            reset = second + wait  # `availableAt(retryAfter)`
         return (
             ("X-RateLimit-Limit", str(self.max_attempts)),
             ("X-RateLimit-Remaining", "0"),
