@@ -231,11 +231,11 @@ def _metrics(sums: timeline.Totals, estimate: timeline.Eta | None, *, now: float
             share > 0.01,
         ),
         (
-            "requests per finished row",
+            "requests per resolved identifier",
             "&ndash;"
             if sums.requests_per_finished is None
             else f"{sums.requests_per_finished:.2f}",
-            f"{sums.requests:,} requests, {sums.finished:,} rows finished"
+            f"{sums.requests:,} requests, {sums.finished:,} rows resolved (final state)"
             + (
                 f", {sums.classification_requests:,} classification requests"
                 if sums.classification_requests

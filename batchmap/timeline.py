@@ -135,7 +135,7 @@ class Totals:
 
     @property
     def requests_per_finished(self) -> float | None:
-        """Requests spent per row that reached a final state, None before any did."""
+        """Requests per resolved identifier (a row that reached a final state); None before any."""
         return self.requests / self.finished if self.finished else None
 
 
