@@ -216,12 +216,14 @@ def _minute_of(row: Row) -> float | None:
 
 
 def _int(row: Row, key: str) -> int:
-    value = row.get(key)
-    return int(value) if isinstance(value, int | float) and math.isfinite(value) else 0
+    # A count past 2**53 is no count batchmap wrote: treated as missing, so sums stay finite.
+    value = finite(row.get(key))
+    return int(value) if value is not None and abs(value) < 2**53 else 0
 
 
 def _float(row: Row, key: str) -> float:
-    return finite(row.get(key)) or 0.0
+    value = finite(row.get(key))
+    return value if value is not None and abs(value) < 2**53 else 0.0
 
 
 def _reasons(row: Row) -> dict[str, float]:
