@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
@@ -517,8 +517,3 @@ def last_hours(minutes: Iterable[Row], *, now: float, hours: int = 24) -> list[B
     end = (math.floor(now / HOUR) + 1) * HOUR
     return buckets(minutes, step=HOUR, start=end - hours * HOUR, end=end)
 
-
-def day_ago(now: float) -> str:
-    """The ISO minute 24 hours before `now`: a `since` for `Store.timeline`."""
-    moment = datetime.fromtimestamp(now, UTC) - timedelta(hours=24)
-    return moment.replace(second=0, microsecond=0).isoformat().replace("+00:00", "Z")
