@@ -516,4 +516,3 @@ def last_hours(minutes: Iterable[Row], *, now: float, hours: int = 24) -> list[B
     """Finishes per hour for the `hours` hours up to and including the current one."""
     end = (math.floor(now / HOUR) + 1) * HOUR
     return buckets(minutes, step=HOUR, start=end - hours * HOUR, end=end)
-
