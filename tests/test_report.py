@@ -279,3 +279,19 @@ def test_status_tells_the_story_in_lines_for_the_terminal(job: StoreV2) -> None:
 def test_timeline_csv_refuses_a_state_filter(job: StoreV2) -> None:
     with pytest.raises(InputError, match="--state"):
         export(job, io.StringIO(), fmt=Format.TIMELINE_CSV, state=JobState.DONE)
+
+
+def test_the_cli_offers_timeline_csv(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    with closing(Store(db)) as plain:
+        plain.load_ids(["a"])
+
+    def batchmap(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "batchmap", "report", "--db", str(db), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=60)
+
+    done = batchmap("--format", "timeline-csv")
+    refused = batchmap("--format", "timeline-csv", "--state", "done")
+
+    assert done.returncode == 0 and done.stdout.startswith("run_id,minute,requests,")
+    assert refused.returncode == 2 and "--state" in refused.stderr
