@@ -161,7 +161,7 @@ def story_facts(history: History, *, remaining: int, now: float) -> dict[str, An
             "rate_limited": sums.answers.get("rate_limited", 0),
             "rate_limited_share": round(sums.rate_limited_share, 4),
             "finished": sums.finished,
-            "per_finished_row": None if per_finished is None else round(per_finished, 3),
+            "per_resolved_identifier": None if per_finished is None else round(per_finished, 3),
         },
         "eta": _eta_facts(estimate, now=now),
         "runs": {"count": len(runs), "last": _run_facts(runs[-1]) if runs else None},
@@ -349,10 +349,11 @@ def story_lines(facts: dict[str, Any]) -> list[str]:
         )
     requests = facts.get("requests") or {}
     if requests.get("total"):
-        per_row = requests.get("per_finished_row")
+        per_row = requests.get("per_resolved_identifier")
         lines.append(
             f"requests: {requests['total']:,}, {100 * requests['rate_limited_share']:.2g}% "
-            "answered 429" + (f", {per_row:.2f} per finished row" if per_row is not None else "")
+            "answered 429"
+            + (f", {per_row:.2f} per resolved identifier" if per_row is not None else "")
         )
     eta = facts.get("eta")
     if eta and eta.get("remaining") and eta.get("seconds") is not None:

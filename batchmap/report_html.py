@@ -3,12 +3,11 @@
 Rows arrive once, in load order, possibly a million of them. Only bounded things are kept:
 at most MAX_THUMBNAILS tiles and MAX_FAILURES table rows, counts per state, per failure
 group and per verdict. The run's story comes from the `runs` and `timeline` tables
-(batchmap.timeline) and is drawn as inline SVG (batchmap.report_svg).
+(batchmap.timeline), drawn by batchmap.report_story.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections import Counter
@@ -25,7 +24,7 @@ from urllib.parse import quote
 from batchmap import timeline
 from batchmap.models import JobState
 from batchmap.report import Written
-from batchmap.report_svg import bar_chart
+from batchmap.report_story import story_section
 from batchmap.timeline import History
 
 MAX_THUMBNAILS = 1000
@@ -34,9 +33,6 @@ MAX_THUMBNAILS = 1000
 MAX_FAILURES = 1000
 MAX_ERROR_CHARS = 2000  # a server message can be long; the CSV/JSON reports keep it whole
 MAX_VERDICTS = 12  # distinct verdict names counted; the rest are "other"
-MAX_STALLS = 30  # outages and long pauses listed under the charts (the newest)
-HOUR_BARS = 360  # the whole-job chart merges hours beyond this many bars
-RUN_MINUTES = 720  # the last-run chart shows at most its last 12 hours, minute by minute
 FULL_CSV = "batchmap report --format csv"
 
 _STATE_LABELS = {
@@ -190,7 +186,7 @@ def write_html(
         )
     )
     handle.write("<main>\n")
-    handle.write(_story_section(story, facts, now=moment))
+    handle.write(story_section(story, facts, now=moment))
     handle.write(_grid_section(tiles, heatmaps, shown_verdicts, verdicts))
     handle.write(
         _failures_section(
@@ -395,223 +391,6 @@ def _facts_list(facts: dict[str, Any]) -> str:
         )
     body = "".join(f"<dt>{key}</dt><dd>{value}</dd>\n" for key, value in items)
     return f'<dl class="facts">\n{body}</dl>\n'
-
-
-# -- the run's story -------------------------------------------------------------------------
-
-
-def _story_section(history: History, facts: dict[str, Any], *, now: float) -> str:
-    parts = ['<section id="story">\n<h2>What happened</h2>\n<div class="panel">\n']
-    minutes = history.minutes
-    if not minutes and not history.runs:
-        parts.append(
-            '<p class="empty">no run history in this job database yet '
-            "(runs made before batchmap recorded a timeline have none)</p>\n</div>\n</section>\n"
-        )
-        return "".join(parts)
-    runs = timeline.run_summaries(history.runs, minutes)
-    sums = timeline.totals(minutes)
-    remaining = int((facts.get("counts") or {}).get("pending", 0)) + int(
-        (facts.get("counts") or {}).get("running", 0)
-    )
-    parts.append(_metrics(sums, timeline.eta(minutes, remaining=remaining), now=now))
-    parts.append(_answers_bar(sums))
-    stalls = timeline.stall_spans(minutes)
-    idle = timeline.idle_spans(runs, now=now)
-    ceiling = timeline.ceiling_per_minute(
-        timeline.latest_limits(minutes) or facts.get("learned_limits") or []
-    )
-    parts.append(_legend(has_ceiling=ceiling is not None))
-    pairs = timeline.timed(minutes)
-    if pairs:
-        start = min([pairs[0][0], *(r.started for r in runs if r.started is not None)])
-        hours = timeline.buckets(
-            minutes, step=timeline.HOUR, start=start, end=max(now, pairs[-1][0])
-        )
-        hourly = timeline.coarsen(hours, most=HOUR_BARS)
-        per = (
-            "hour"
-            if hourly[0].seconds <= timeline.HOUR
-            else timeline.human_seconds(hourly[0].seconds)
-        )
-        parts.append(f"<h3>Finishes per {per} over the whole job</h3>\n")
-        wide = [s for s in stalls if s.kind == "outage" or s.end - s.start >= hourly[0].seconds / 2]
-        parts.append(
-            bar_chart(
-                hourly,
-                spans=[*idle, *wide],
-                ceiling_per_minute=ceiling,
-                label=f"finishes per {per} over the whole job",
-            )
-        )
-        parts.append(_last_run_chart(history, stalls, ceiling))
-    parts.append(_stalls_list([s for s in [*stalls, *idle] if timeline.worth_listing(s)]))
-    parts.append(_runs_table(runs))
-    parts.append("</div>\n</section>\n")
-    return "".join(parts)
-
-
-def _last_run_chart(
-    history: History, stalls: Sequence[timeline.Span], ceiling: float | None
-) -> str:
-    run_id, rows = timeline.last_run_minutes(history.minutes, history.runs)
-    pairs = timeline.timed(rows)
-    if not pairs:
-        return ""
-    end = pairs[-1][0] + timeline.MINUTE
-    start = max(pairs[0][0], end - RUN_MINUTES * timeline.MINUTE)
-    series = timeline.buckets(rows, step=timeline.MINUTE, start=start, end=end)
-    span_text = "" if start == pairs[0][0] else f" (its last {RUN_MINUTES // 60} hours)"
-    return f"<h3>Finishes per minute in the last run (run {run_id}){span_text}</h3>\n" + bar_chart(
-        series,
-        spans=stalls,
-        ceiling_per_minute=ceiling,
-        label=f"finishes per minute in run {run_id}",
-    )
-
-
-def _legend(*, has_ceiling: bool) -> str:
-    items = [
-        ('<i style="--c: var(--bar)"></i>rows finished', True),
-        ('<i class="line" style="--c: var(--req)"></i>requests sent', True),
-        ('<i class="dash" style="--c: var(--ceiling)"></i>learned rate limit', has_ceiling),
-        ('<i style="--c: var(--outage)"></i>outage', True),
-        ('<i style="--c: var(--pause)"></i>paused (rate limit or server wait)', True),
-        ('<i style="--c: var(--idle)"></i>not running', True),
-    ]
-    body = "".join(f"<span>{text}</span>" for text, show in items if show)
-    return f'<p class="legend">{body} <span>(hover a bar or a shaded span for details)</span></p>\n'
-
-
-def _metrics(sums: timeline.Totals, estimate: timeline.Eta | None, *, now: float) -> str:
-    share = sums.rate_limited_share
-    limited = sums.answers.get("rate_limited", 0)
-    cells = [
-        (
-            "requests answered 429",
-            _percent(share),
-            f"{limited:,} of {sums.requests:,} requests",
-            share > 0.01,
-        ),
-        (
-            "requests per finished row",
-            "&ndash;"
-            if sums.requests_per_finished is None
-            else f"{sums.requests_per_finished:.2f}",
-            f"{sums.requests:,} requests, {sums.finished:,} rows finished"
-            + (
-                f", {sums.classification_requests:,} classification requests"
-                if sums.classification_requests
-                else ""
-            ),
-            False,
-        ),
-        (
-            "paused / outage",
-            f"{timeline.human_seconds(sums.paused_seconds)} / "
-            f"{timeline.human_seconds(sums.outage_seconds)}",
-            "time the pool waited, over every run",
-            sums.outage_seconds > 0,
-        ),
-        ("estimated finish", *_eta_words(estimate, now=now), False),
-    ]
-    body = "".join(
-        f'<div class="metric{" warn" if warn else ""}"><div class="label">{label}</div>'
-        f'<div class="big">{value}</div><div class="note">{note}</div></div>'
-        for label, value, note, warn in cells
-    )
-    return f'<div class="metrics">{body}</div>\n'
-
-
-def _percent(share: float) -> str:
-    """A share as a percentage with enough digits that a small non-zero one is not 0.0%."""
-    if share == 0 or share >= 0.1:
-        return f"{100 * share:.0f}%" if share >= 0.1 else "0%"
-    return f"{100 * share:.2g}%" if share >= 0.0001 else "<0.01%"
-
-
-def _eta_words(estimate: timeline.Eta | None, *, now: float) -> tuple[str, str]:
-    if estimate is None:
-        return "&ndash;", "no timeline yet"
-    if estimate.remaining == 0:
-        return "done", "no row is pending"
-    rate = (
-        f"{estimate.rate_per_hour:,.0f} rows/hour "
-        f"over the last {estimate.window_minutes} running minutes"
-    )
-    finish = estimate.finish_at(now)
-    if estimate.seconds is None or finish is None or not math.isfinite(finish):
-        return "&ndash;", f"{_rows(estimate.remaining)} left and no recent finishes"
-    return (
-        f"in {timeline.human_seconds(estimate.seconds)}",
-        f"{_rows(estimate.remaining)} left at {rate}; about {timeline.iso(finish)} if running now",
-    )
-
-
-def _rows(n: int) -> str:
-    return f"{n:,} row" if n == 1 else f"{n:,} rows"
-
-
-def _answers_bar(sums: timeline.Totals) -> str:
-    total = sum(sums.answers.values())
-    if not total:
-        return ""
-    spans, legend = [], []
-    for key, label in timeline.ANSWER_CLASSES:
-        n = sums.answers.get(key, 0)
-        if not n:
-            continue
-        tip = f"{label}: {n:,} ({_percent(n / total)})"
-        spans.append(f'<span style="--c: var(--a-{key}); flex: {n} 1 0" title="{tip}"></span>')
-        legend.append(f'<span><i style="--c: var(--a-{key})"></i>{tip}</span>')
-    return (
-        '<h3>Answers by kind</h3>\n<div class="bar tall" role="img" aria-label="answers by kind">'
-        + "".join(spans)
-        + f'</div>\n<p class="legend">{"".join(legend)}</p>\n'
-    )
-
-
-def _stalls_list(spans: Sequence[timeline.Span]) -> str:
-    if not spans:
-        return '<p class="note">no outage, long pause or stop between runs</p>\n'
-    newest = sorted(spans, key=lambda s: s.start)[-MAX_STALLS:]
-    more = len(spans) - len(newest)
-    head = (
-        f"<h3>Outages, long pauses and stops (the newest {len(newest)} of {len(spans)})</h3>\n"
-        if more
-        else "<h3>Outages, long pauses and stops</h3>\n"
-    )
-    items = "".join(f"<li>{escape(span.describe())}</li>\n" for span in reversed(newest))
-    return f'{head}<ul class="stalls">\n{items}</ul>\n'
-
-
-def _runs_table(runs: Sequence[timeline.RunSummary]) -> str:
-    if not runs:
-        return ""
-    rows = []
-    newest = runs[-1].run_id
-    for run in reversed(runs):
-        started = "" if run.started is None else timeline.iso(run.started)
-        if run.ended is not None:
-            ended, meaning = timeline.iso(run.ended), timeline.exit_meaning(run.exit_code)
-        else:
-            seen = "" if run.last_seen is None else f" (last seen {timeline.iso(run.last_seen)})"
-            guess = "still running, or killed" if run.run_id == newest else "killed"
-            ended, meaning = "&ndash;", f"no end recorded: {guess}{seen}"
-        duration = "" if run.duration is None else timeline.human_seconds(run.duration)
-        code = "" if run.exit_code is None else str(run.exit_code)
-        rows.append(
-            f'<tr><td class="num">{run.run_id}</td><td class="when">{started}</td>'
-            f'<td class="when">{ended}</td>'
-            f'<td class="num">{duration}</td><td class="num">{code}</td>'
-            f"<td>{escape(meaning)}</td><td>{escape(run.version or '')}</td></tr>\n"
-        )
-    return (
-        '<h3>Runs</h3>\n<div class="table-wrap"><table id="runs">\n<thead><tr>'
-        '<th class="num">run</th><th>start (UTC)</th><th>end (UTC)</th>'
-        '<th class="num">duration</th><th class="num">exit</th><th>meaning</th>'
-        "<th>version</th></tr></thead>\n<tbody>\n" + "".join(rows) + "</tbody>\n</table></div>\n"
-    )
 
 
 # -- heatmaps and failures -------------------------------------------------------------------

@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
@@ -135,7 +135,7 @@ class Totals:
 
     @property
     def requests_per_finished(self) -> float | None:
-        """Requests spent per row that reached a final state, None before any did."""
+        """Requests per resolved identifier (a row that reached a final state); None before any."""
         return self.requests / self.finished if self.finished else None
 
 
@@ -216,12 +216,14 @@ def _minute_of(row: Row) -> float | None:
 
 
 def _int(row: Row, key: str) -> int:
-    value = row.get(key)
-    return int(value) if isinstance(value, int | float) and math.isfinite(value) else 0
+    # A count past 2**53 is no count batchmap wrote: treated as missing, so sums stay finite.
+    value = finite(row.get(key))
+    return int(value) if value is not None and abs(value) < 2**53 else 0
 
 
 def _float(row: Row, key: str) -> float:
-    return finite(row.get(key)) or 0.0
+    value = finite(row.get(key))
+    return value if value is not None and abs(value) < 2**53 else 0.0
 
 
 def _reasons(row: Row) -> dict[str, float]:
@@ -514,9 +516,3 @@ def last_hours(minutes: Iterable[Row], *, now: float, hours: int = 24) -> list[B
     """Finishes per hour for the `hours` hours up to and including the current one."""
     end = (math.floor(now / HOUR) + 1) * HOUR
     return buckets(minutes, step=HOUR, start=end - hours * HOUR, end=end)
-
-
-def day_ago(now: float) -> str:
-    """The ISO minute 24 hours before `now`: a `since` for `Store.timeline`."""
-    moment = datetime.fromtimestamp(now, UTC) - timedelta(hours=24)
-    return moment.replace(second=0, microsecond=0).isoformat().replace("+00:00", "Z")

@@ -211,7 +211,7 @@ def test_status_facts_tell_the_story(job: StoreV2) -> None:
         "rate_limited": 2,
         "rate_limited_share": round(2 / 184, 4),
         "finished": 178,
-        "per_finished_row": round(184 / 178, 3),
+        "per_resolved_identifier": round(184 / 178, 3),
     }
     assert facts["eta"]["remaining"] == 3 and facts["eta"]["seconds"] > 0
     assert facts["eta"]["finish_at"].endswith("Z")
@@ -244,7 +244,7 @@ def test_story_of_a_job_without_history_is_empty_but_complete() -> None:
     json.dumps(story, allow_nan=False)
     assert story["last_24h"]["finishes_per_hour"] == [0] * 24
     assert story["eta"] is None and story["stalls"] == [] and story["runs"]["last"] is None
-    assert story["requests"]["per_finished_row"] is None
+    assert story["requests"]["per_resolved_identifier"] is None
 
 
 def test_the_seam_reads_an_empty_history_from_a_store_without_v2(tmp_path: Path) -> None:
@@ -259,7 +259,7 @@ def test_status_tells_the_story_in_lines_for_the_terminal(job: StoreV2) -> None:
     lines = report.story_lines(report.status_facts(job, now=NOW))
 
     assert lines[0].startswith("last 24h  ▁") and "178 finished, at most 118 in an hour" in lines[0]
-    assert lines[1] == "requests: 184, 1.1% answered 429, 1.03 per finished row"
+    assert lines[1] == "requests: 184, 1.1% answered 429, 1.03 per resolved identifier"
     assert lines[2].startswith("ETA: ") and "for 3 rows at" in lines[2]
     assert (
         "not running 2026-11-27T10:00:00Z to 2026-11-27T11:00:00Z: run 1 was interrupted" in lines
@@ -279,3 +279,19 @@ def test_status_tells_the_story_in_lines_for_the_terminal(job: StoreV2) -> None:
 def test_timeline_csv_refuses_a_state_filter(job: StoreV2) -> None:
     with pytest.raises(InputError, match="--state"):
         export(job, io.StringIO(), fmt=Format.TIMELINE_CSV, state=JobState.DONE)
+
+
+def test_the_cli_offers_timeline_csv(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    with closing(Store(db)) as plain:
+        plain.load_ids(["a"])
+
+    def batchmap(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "batchmap", "report", "--db", str(db), *args]
+        return subprocess.run(command, capture_output=True, text=True, env=cli_env(), timeout=60)
+
+    done = batchmap("--format", "timeline-csv")
+    refused = batchmap("--format", "timeline-csv", "--state", "done")
+
+    assert done.returncode == 0 and done.stdout.startswith("run_id,minute,requests,")
+    assert refused.returncode == 2 and "--state" in refused.stderr
