@@ -24,7 +24,7 @@ from batchmap.config import DEFAULT_DB, PACE, Api, Output, Pace
 from batchmap.errors import EXIT_INTERRUPTED, EXIT_STORAGE, BatchmapError
 from batchmap.files import Layout
 from batchmap.models import JobState
-from batchmap.report import Format, read_status, write_report
+from batchmap.report import Format, read_status, story_lines, write_report
 
 if TYPE_CHECKING:
     from batchmap.session import RunResult
@@ -290,18 +290,17 @@ def status(db: Path, as_json: bool) -> None:
     help="Write here instead of standard output.",
 )
 def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
-    """One record per identifier: csv, json, jsonl, or an html page linking the heatmaps."""
+    """One record per identifier as csv, json or jsonl; an html page; or timeline-csv.
+
+    The html page is one file (styles, script and charts inlined); its thumbnails link to
+    the heatmap files under --out, so keep it where it can reach them. timeline-csv has one
+    row per minute of each run.
+    """
     selected = JobState(state) if state else None
     written = write_report(db, fmt=Format(fmt), state=selected, output=output)
     if output is None:
         return
-    said = f"wrote {_plural(written.rows, 'row')} to {output}"
-    if Format(fmt) is Format.HTML:
-        said += (
-            f" (the page shows {_plural(written.thumbnails, 'thumbnail')} and "
-            f"{_plural(written.failures, 'failed row')}; every row: --format csv)"
-        )
-    click.echo(said, err=True)
+    click.echo(written.message(output), err=True)
 
 
 def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:
@@ -532,6 +531,10 @@ def _show_status(facts: dict[str, Any]) -> None:
     for entry in facts["top_errors"]:
         console.print(f"  {entry['count']:>6} x {entry['error']}", highlight=False)
     console.print(f"last activity: {facts['last_activity'] or 'never'}", highlight=False)
+    if facts.get("active_run_pid"):
+        console.print(f"a run is active now (pid {facts['active_run_pid']})", highlight=False)
+    for line in story_lines(facts):
+        console.print(line, highlight=False)
     if facts["pause"]:
         pause = facts["pause"]
         console.print(

@@ -25,6 +25,7 @@ from batchmap.errors import InputError
 from batchmap.files import Layout
 from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats
+from batchmap.report import read_status
 from batchmap.runner import Stop
 from batchmap.session import Progress, RunResult, load_ids, start
 from batchmap.store import Store, check_database
@@ -115,12 +116,7 @@ class Job:
 
     def status(self) -> dict[str, Any]:
         """The facts `batchmap status --json` prints: counts, errors, pauses, the timeline."""
-        from batchmap.report import status_facts
-
-        with Store(self.db, create=False) as store:
-            facts = status_facts(store)
-        facts["active_run_pid"] = JobLock.owner(self.db)
-        return facts
+        return read_status(self.db)
 
     def rows(self, state: JobState | str | None = None) -> Iterator[dict[str, Any]]:
         """Every row (optionally of one state) as a dict, in load order, streamed."""

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from batchmap import timeline
 from batchmap.errors import InputError
+from batchmap.lock import JobLock
 from batchmap.models import JobState
 from batchmap.store import REPORT_COLUMNS, Store
 from batchmap.timeline import History
@@ -65,18 +66,8 @@ class Written:
 
 
 def read_history(store: Store) -> History:
-    """The runs, timeline and verdict counts: the one place report.py reads schema v2.
-
-    A Store without these methods (a branch before storage v2) gives an empty history.
-    """
-    runs = getattr(store, "runs", None)
-    minutes = getattr(store, "timeline", None)
-    verdicts = getattr(store, "verdict_counts", None)
-    return History(
-        runs=list(runs()) if callable(runs) else [],
-        minutes=list(minutes()) if callable(minutes) else [],
-        verdicts=dict(verdicts()) if callable(verdicts) else {},
-    )
+    """The runs, timeline and verdict counts: the one place report.py reads them."""
+    return History(runs=store.runs(), minutes=store.timeline(), verdicts=store.verdict_counts())
 
 
 def status_facts(store: Store, *, now: float | None = None, story: bool = True) -> dict[str, Any]:
@@ -289,11 +280,10 @@ def _write_json(rows: Iterable[dict[str, Any]], handle: TextIO) -> int:
 
 def read_status(db_path: Path) -> dict[str, Any]:
     """The facts `batchmap status` shows, from an existing job database."""
-    store = Store(db_path, create=False)
-    try:
-        return status_facts(store)
-    finally:
-        store.close()
+    with Store(db_path, create=False) as store:
+        facts = status_facts(store)
+    facts["active_run_pid"] = JobLock.owner(db_path)  # a run holding the lock right now
+    return facts
 
 
 def write_report(
