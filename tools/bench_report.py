@@ -22,15 +22,14 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # screenshot_report, beside this file
-
-from screenshot_report import find_chromium, screenshot
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: `tools` too
 
 from batchmap import report
 from batchmap.models import Job, JobState, Record, Saved
 from batchmap.report_html import write_html
 from batchmap.store import Store
 from batchmap.timeline import History, iso
+from tools.screenshot_report import find_chromium, screenshot
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
