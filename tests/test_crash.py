@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import sqlite3
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from tests.conftest import (
     check_done_row,
     check_final_states,
     expected_sha,
+    expected_state,
     files_under,
     make_ids,
     partial_files,
@@ -89,15 +91,18 @@ def test_a_signal_stops_the_run_with_130_and_resume_finishes_without_refetching(
     assert partial_files(workspace.out) == []
     asked = server.per_identifier()
     for identifier, row in rows.items():
-        # Finished rows were asked once; a pending row at most once (an abandoned request).
-        assert asked[identifier] <= 1 if row["state"] == "pending" else asked[identifier] == 1
+        # Finished rows were asked once (none the prefilter ended); a pending row at most once
+        # (an abandoned request).
+        once = 0 if row["state"] == "no_heatmap" else 1
+        assert asked[identifier] <= 1 if row["state"] == "pending" else asked[identifier] == once
 
     resumed = workspace.resume(server, "--concurrency", "16")
     assert resumed.code == 1, resumed.output  # some identifiers are unknown (404)
     check_final_states(workspace.rows(), ids, workspace.out)
     again = server.per_identifier()
     pending = {i for i, row in rows.items() if row["state"] == "pending"}
-    assert {i: again[i] - asked[i] for i in ids} == {i: int(i in pending) for i in ids}
+    wanted = {i: int(i in pending and expected_state(i) != "no_heatmap") for i in ids}
+    assert {i: again[i] - asked[i] for i in ids} == wanted
 
 
 def _has_job_table(db: Path) -> bool:
@@ -230,27 +235,40 @@ def _victim_setup(
     return ids, victim, path
 
 
-@pytest.mark.parametrize(
-    "state",
-    [
-        # kill -9 after publish renamed the file, before its batch was recorded: the row is
-        # `running` and its complete file sits under the final name.
-        "running",
-        # Recovery removes files before it marks rows pending, but a power cut can still
-        # roll the database back past a claim whose file was fsynced.
-        "pending",
-    ],
-)
-def test_a_leftover_file_of_an_unfinished_row_never_stays_when_the_row_fails(
-    workspace: Workspace, fake_server_factory: StartServer, state: str
+def test_recovery_removes_the_file_of_a_running_row_before_any_request(
+    workspace: Workspace, fake_server_factory: StartServer
 ) -> None:
-    ids, victim, path = _victim_setup(workspace, fake_server_factory, f"window-{state}")
-    _crash_state(workspace.db, victim, state=state)
+    # kill -9 after publish renamed the file, before its batch was recorded: the row is
+    # `running` and its complete file sits under the final name. The API is unreachable
+    # now, so nothing but recovery can remove it.
+    _, victim, path = _victim_setup(workspace, fake_server_factory, "window-running")
+    _crash_state(workspace.db, victim, state="running")
     (workspace.out / ".partial").mkdir(exist_ok=True)
     (workspace.out / ".partial" / "other.png.12345").write_bytes(b"\x89PNG\r\n\x1a\nhalf")
-    failing = fake_server_factory("--no-limits", "--error-rate", "1.0")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
 
-    result = workspace.resume(failing, "--max-attempts", "1")
+    result = workspace.cli(
+        "resume", "--db", workspace.db, "--out", workspace.out, "--base-url", closed
+    )
+    assert result.code == 4, result.output  # unreachable: stopped before any answer
+    rows = workspace.rows()
+    assert rows[victim]["state"] == "pending"
+    assert not path.exists(), "an unrecorded file stayed under the final name"
+    assert partial_files(workspace.out) == []
+
+
+def test_a_leftover_file_of_a_pending_row_never_stays_when_the_row_fails(
+    workspace: Workspace, fake_server_factory: StartServer
+) -> None:
+    # Recovery removes files before it marks rows pending, but a power cut can still roll
+    # the database back past a claim whose file was fsynced: a `pending` row with a file.
+    ids, victim, path = _victim_setup(workspace, fake_server_factory, "window-pending")
+    _crash_state(workspace.db, victim, state="pending")
+    broken = fake_server_factory("--no-limits", "--not-png-rate", "1.0")
+
+    result = workspace.resume(broken, "--max-attempts", "1")
     assert result.code == 1, result.output
     rows = workspace.rows()
     assert rows[victim]["state"] == "failed"
