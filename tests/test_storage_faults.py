@@ -364,6 +364,7 @@ def _calls() -> dict[str, Callable[[Store], Any]]:
         "counts": lambda s: s.counts(),
         "activity": lambda s: s.activity(),
         "top_errors": lambda s: s.top_errors(),
+        "retryable_failures": lambda s: s.retryable_failures(),
         "rows": lambda s: list(s.rows()),
         "done_files": lambda s: list(s.done_files()),
         "untracked_paths": lambda s: list(s.untracked_paths(["/o/x.png"])),
