@@ -21,13 +21,14 @@ from rich.table import Table
 
 from batchmap import __version__
 from batchmap.config import DEFAULT_DB, PACE, Api, Output, Pace
-from batchmap.errors import EXIT_INTERRUPTED, EXIT_STORAGE, BatchmapError
+from batchmap.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, BatchmapError
 from batchmap.files import Layout
 from batchmap.models import JobState
 from batchmap.report import Format, read_status, story_lines, write_report
 
 if TYPE_CHECKING:
     from batchmap.session import RunResult
+    from batchmap.verify import VerifyReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("batchmap")
@@ -301,6 +302,59 @@ def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
     if output is None:
         return
     click.echo(written.message(output), err=True)
+
+
+@cli.command(epilog="Example: batchmap verify --repair && batchmap resume")
+@db_option
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Return missing or changed rows to pending (resume refetches only them); "
+    "drop partial files.",
+)
+@verbosity_options(requests=False)
+def verify(db: Path, repair: bool, quiet: bool, verbose: int) -> None:
+    """Check every done row's file against its recorded size and sha256; find strays."""
+    from batchmap.job import Job
+
+    _setup_logging(quiet, verbose)
+    report = Job(db).verify(repair=repair, on_progress=_verify_progress(quiet))
+    _show_verify(report, repair=repair)
+    sys.exit(EXIT_OK if report.clean else EXIT_FAILED)
+
+
+def _verify_progress(quiet: bool) -> Callable[[int, int], None] | None:
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(checked: int, total: int) -> None:
+        click.echo(f"\rchecked {checked}/{total}", err=True, nl=checked >= total)
+
+    return show
+
+
+def _show_verify(report: VerifyReport, *, repair: bool) -> None:
+    lines = [
+        f"{_plural(report.checked, 'done row')} checked: {report.ok} ok, "
+        f"{report.missing} missing, {report.changed} changed; "
+        f"{_plural(report.stray, 'stray file')}, {_plural(report.partials, 'partial file')}"
+    ]
+    for label, examples in (
+        ("missing", report.missing_examples),
+        ("changed", report.changed_examples),
+        ("stray", report.stray_examples),
+    ):
+        lines.extend(f"  {label}: {path}" for path in examples)
+    if repair:
+        lines.append(
+            f"repaired: {_plural(report.returned_to_pending, 'row')} back to pending "
+            f"(`batchmap resume` fetches them), {report.partials_removed} partial files "
+            "removed; stray files are left for you to look at"
+        )
+    elif report.missing or report.changed:
+        lines.append("`batchmap verify --repair` returns those rows to pending")
+    for line in lines:
+        click.echo(line)
 
 
 def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> Any:

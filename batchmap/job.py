@@ -15,6 +15,7 @@ which stops gracefully (in-flight requests end or go back to `pending`) and re-r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,8 +28,9 @@ from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats
 from batchmap.report import read_status
 from batchmap.runner import Stop
-from batchmap.session import Progress, RunResult, load_ids, start
+from batchmap.session import Progress, RunResult, load_ids, start, stored_output
 from batchmap.store import Store, check_database
+from batchmap.verify import VerifyReport, verify
 
 PathLike = str | os.PathLike[str]
 
@@ -117,6 +119,22 @@ class Job:
     def status(self) -> dict[str, Any]:
         """The facts `batchmap status --json` prints: counts, errors, pauses, the timeline."""
         return read_status(self.db)
+
+    def verify(
+        self, *, repair: bool = False, on_progress: Callable[[int, int], None] | None = None
+    ) -> VerifyReport:
+        """Check every `done` row's file against its size and sha256; find strays.
+
+        `repair` returns exactly the missing and changed rows to `pending` (a later run
+        fetches only them) and drops partial files; it takes the job lock to do so.
+        """
+        check_database(self.db)
+        with contextlib.ExitStack() as stack:
+            if repair:
+                stack.enter_context(JobLock(self.db))
+            store = stack.enter_context(Store(self.db, create=False))
+            out, layout = stored_output(store)
+            return verify(store, out=out, layout=layout, repair=repair, on_progress=on_progress)
 
     def rows(self, state: JobState | str | None = None) -> Iterator[dict[str, Any]]:
         """Every row (optionally of one state) as a dict, in load order, streamed."""
