@@ -1,0 +1,123 @@
+"""The Python API: what `import batchmap` exports, and `Job` used from a script or a notebook."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import batchmap
+from batchmap import Job, JobState, Pace, Progress, Stop
+from tests.conftest import API_KEY, FakeServer, make_ids, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_package_exports_exactly_its_documented_api() -> None:
+    # As httpx's test_exported_members: a name added or dropped is a decision, not an accident.
+    assert batchmap.__all__ == [
+        "Api", "ApiUnusableError", "AuthError", "BatchmapError", "InputError", "Job",
+        "JobState", "Layout", "LoadStats", "LockedError", "Output", "Pace", "Progress",
+        "RunResult", "Stop", "StorageError", "__version__",
+    ]  # fmt: skip
+    for name in batchmap.__all__:
+        assert getattr(batchmap, name) is not None
+    assert (ROOT / "batchmap" / "py.typed").exists()
+
+
+def test_importing_batchmap_does_not_load_httpx() -> None:
+    # `status` and `report` start fast because nothing pulls the HTTP stack in eagerly.
+    code = "import sys, batchmap; print('httpx' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert found.stdout.strip() == "False", found.stderr
+
+
+def test_load_takes_a_csv_or_any_iterable_and_counts(tmp_path: Path) -> None:
+    job = Job(tmp_path / "jobs.db")
+    assert job.load(["a", " b ", "", "a"]) == batchmap.LoadStats(3, 2, 1, 1)
+    stats = job.load(write_csv(tmp_path / "ids.csv", ["b", "c"]))
+    assert (stats.read, stats.added) == (2, 1)
+    assert [row["identifier"] for row in job.rows(state="pending")] == ["a", "b", "c"]
+
+
+def test_run_fetches_reports_progress_and_leaves_no_signal_handler(
+    tmp_path: Path, shared_fake: FakeServer
+) -> None:
+    ids = make_ids("api", ok=6, no_heatmap=1, missing=1)
+    job = Job(tmp_path / "jobs.db")
+    job.load(ids)
+    seen: list[Progress] = []
+    before = signal.getsignal(signal.SIGINT)
+    result = job.run(
+        api_key=API_KEY, base_url=shared_fake.url, out=tmp_path / "heatmaps",
+        pace=Pace(concurrency=2), on_progress=seen.append,
+    )  # fmt: skip
+    assert signal.getsignal(signal.SIGINT) is before
+    assert result.exit_code == 1  # the unknown identifier
+    assert (result.counts[JobState.DONE], result.counts[JobState.FAILED]) == (6, 1)
+    assert seen and dataclasses.is_dataclass(seen[-1])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seen[-1].done = 0  # type: ignore[misc]
+    assert job.status()["counts"]["done"] == 6
+    assert job.verify().clean
+
+
+def test_arun_works_inside_a_running_loop_and_a_cancelled_task_stops_gracefully(
+    tmp_path: Path, fake_server_factory: Callable[..., FakeServer]
+) -> None:
+    server = fake_server_factory("--no-limits", "--latency", "0.3")
+    job = Job(tmp_path / "jobs.db")
+    job.load(make_ids("notebook", ok=40))
+
+    async def notebook() -> None:  # a notebook cell already runs inside an event loop
+        task = asyncio.create_task(
+            job.arun(api_key=API_KEY, base_url=server.url, out=tmp_path / "h", prefilter=False)
+        )
+        await asyncio.sleep(1.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(notebook())
+    counts = {row["state"] for row in job.rows()}
+    assert "running" not in counts and "pending" in counts
+
+
+def test_a_stop_token_ends_a_run_with_interrupted(tmp_path: Path, shared_fake: FakeServer) -> None:
+    job = Job(tmp_path / "jobs.db")
+    job.load(make_ids("token", ok=30))
+    stop = Stop()
+
+    def halt(progress: Progress) -> None:
+        if progress.done >= 1:
+            stop.request()
+
+    result = job.run(
+        api_key=API_KEY, base_url=shared_fake.url, out=tmp_path / "h",
+        pace=Pace(max_rate=20), on_progress=halt, stop=stop,
+    )  # fmt: skip
+    assert result.interrupted and result.exit_code == 130
+    assert result.counts[JobState.PENDING] > 0
+
+
+def test_the_readme_python_section_runs_as_written(tmp_path: Path, shared_fake: FakeServer) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "the README's Python API section has no example"
+    write_csv(tmp_path / "ids.csv", make_ids("readme", ok=5, no_heatmap=1))
+    env = {**os.environ, "IDENTIFAI_API_KEY": API_KEY, "IDENTIFAI_BASE_URL": shared_fake.url}
+    for block in blocks:
+        done = subprocess.run(
+            [sys.executable, "-c", block], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
