@@ -492,3 +492,25 @@ def test_the_laravel_simulator_answers_as_laravels_own_throttle_middleware(
         if status == 429:
             fields += [headers["retry-after"], headers["x-ratelimit-reset"]]
         assert " ".join(map(str, fields)) == expected, f"at {t}"
+
+
+def test_an_answer_to_a_request_sent_before_the_probe_does_not_release_the_others() -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=100.0)
+    old_request = clock()
+
+    async def scenario() -> tuple[bool, bool]:
+        clock.now += 1.0
+        pacer.pause(clock() + 30.0, "API unreachable", probe=True)
+        probe = await pacer.wait_turn()
+        others = asyncio.create_task(pacer.wait_turn())
+        pacer.on_no_answer(sent_at=old_request)  # in flight since before the outage
+        pacer.on_answer(503, {}, sent_at=old_request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held = not others.done()
+        pacer.on_answer(200, {}, sent_at=probe)
+        await others
+        return held, others.done()
+
+    assert asyncio.run(scenario()) == (True, True)
