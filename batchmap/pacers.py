@@ -190,9 +190,9 @@ class FixedWindows:
         return min(latest, answer.at)
 
     def _on_counted(self, window: _Window, answer: Answer, *, hit: int) -> Advice:
-        if window.seen_start and window.start_sent is not None:
-            if answer.sent_at < window.start_sent:
-                return NOTHING  # sent before this window's first hit: an older window's
+        first_sent = window.start_sent if window.seen_start else None
+        if first_sent is not None and answer.sent_at < first_sent:
+            return NOTHING  # sent before this window's first hit: an older window's
         between = self._counted - window.counted_mark - 1  # answers that showed other limits
         if hit == 1:
             if window.seen_start and window.start_sent is not None:

@@ -198,9 +198,7 @@ def test_whole_second_laravel_windows_run_at_the_slow_limit_with_few_429s(
         pytest.param(
             Laravel(((20, 1), (300, 30)), headers="min"), 10.0, 0.01, 0.02, id="20/s+300/30s"
         ),
-        pytest.param(
-            Laravel(((20, 1), (300, 30))), 10.0, 0.01, 0.1, id="20/s+300/30s-overtaking"
-        ),
+        pytest.param(Laravel(((20, 1), (300, 30))), 10.0, 0.01, 0.1, id="20/s+300/30s-overtaking"),
         pytest.param(NginxLimitReq(rate=20.0), 20.0, 0.02, 0.0, id="nginx"),
     ],
 )
