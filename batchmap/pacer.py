@@ -82,6 +82,7 @@ class Pacer:
         self.pause_reason = ""
         self._next_start = 0.0
         self._scout: asyncio.Event | None = None  # set when the scout's answer came
+        self._scout_sent: float | None = None  # when the scout's request started
         self._scouted = False  # the opening scout went
         self._probe = False  # a pause asked that one request go first when it ends
 
@@ -109,22 +110,24 @@ class Pacer:
                         continue
                     if self._scout_wanted():
                         self._scouted, self._probe, scouting = True, False, True
-                        self._scout = asyncio.Event()
+                        self._scout, self._scout_sent = asyncio.Event(), None
                 now = self.clock()
                 rate = self.rate
                 slot = max(now, self._next_start, self.paused_until)
                 self._next_start = slot + (1.0 / rate if rate else 0.0)
-                if slot <= now:
-                    return now
-                await self.sleep(slot - now)
-                if self.paused_until > self.clock():
-                    continue  # a pause came while we waited: queue again
-                if not scouting and (self._scout_wanted() or self._scouting()):
-                    continue
-                return self.clock()
+                if slot > now:
+                    await self.sleep(slot - now)
+                    if self.paused_until > self.clock():
+                        continue  # a pause came while we waited: queue again
+                    if not scouting and (self._scout_wanted() or self._scouting()):
+                        continue
+                    now = self.clock()
+                if scouting:
+                    self._scout_sent = now
+                return now
         except BaseException:
             if scouting:
-                self._end_scouting()  # a cancelled scout must not hold the others forever
+                self._end_scouting(None, force=True)  # a cancelled scout holds no one
             raise
 
     def _scout_wanted(self) -> bool:
@@ -134,8 +137,13 @@ class Pacer:
     def _scouting(self) -> bool:
         return self._scout is not None and not self._scout.is_set()
 
-    def _end_scouting(self) -> None:
-        if self._scout is not None:
+    def _end_scouting(self, sent_at: float | None, *, force: bool = False) -> None:
+        # Only the scout's own answer (or a later request's) speaks: an answer to a request
+        # sent before it, still in flight when the pause began, must not release the others.
+        if self._scout is None or self._scout.is_set():
+            return
+        started = self._scout_sent
+        if force or (started is not None and (sent_at is None or sent_at >= started)):
             self._scout.set()
 
     def pause(self, until: float, reason: str, *, probe: bool = False) -> None:
@@ -153,13 +161,14 @@ class Pacer:
 
     # -- learning ------------------------------------------------------------------------
 
-    def on_no_answer(self) -> None:
-        """A request ended without an HTTP answer (reset, timeout): nothing to learn."""
-        self._end_scouting()
+    def on_no_answer(self, *, sent_at: float | None = None) -> None:
+        """A request ended without an HTTP answer (reset, timeout): nothing to learn, but a
+        scout's failure lets the others go (pass `sent_at` so an older request's cannot)."""
+        self._end_scouting(sent_at)
 
     def on_answer(self, status: int, headers: Mapping[str, str], *, sent_at: float) -> None:
         """Learn from one HTTP answer (header names lowercase or an httpx.Headers)."""
-        self._end_scouting()
+        self._end_scouting(sent_at)
         now = self.clock()
         limit, remaining = _rate_headers(headers)
         wait = _wait(headers)

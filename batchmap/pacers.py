@@ -21,6 +21,7 @@ MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; 
 MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
 SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
 EPS = 0.03  # seconds of timing noise (latency that varies) allowed for when a bound is rounded
+MAX_OVERTAKE = 32  # answers overtaking an earlier one: more than this is not tracked
 HISTORY = 4096  # answers remembered, to bound when a window began unseen
 
 DECREASE = 0.9  # AIMD: rate after a congestion signal, as a share of the level that met it
@@ -108,6 +109,7 @@ class _Window:
     seen_start: bool = False  # `start` was seen (Remaining = limit - 1), not inferred
     last_hit: int = 0  # hit number (limit - Remaining) of the last answer about this limit
     full_at: float | None = None  # send time of a request that found the window used up
+    counted_mark: int = 0  # answers counted in all when the last about this limit came
 
 
 class FixedWindows:
@@ -126,6 +128,9 @@ class FixedWindows:
         self._done: deque[float] = deque(maxlen=HISTORY)  # when each answer arrived
         self._hits: deque[float] = deque(maxlen=HISTORY)  # send times of those counted
         self._reordered = False
+        self._counted = 0  # answers the limiter counted, so far
+        self._recent: deque[float] = deque(maxlen=MAX_OVERTAKE)  # the last answers' send times
+        self._overtake = 0  # the most answers ever seen to overtake an earlier request's
 
     @property
     def rate(self) -> float | None:
@@ -139,6 +144,11 @@ class FixedWindows:
     def learn(self, answer: Answer) -> Advice:
         if answer.sent_at < self._latest_sent - EPS:
             self._reordered = True  # answers overtake each other: history says little
+            overtaken_by = sum(1 for sent in self._recent if sent > answer.sent_at)
+            self._overtake = max(self._overtake, min(overtaken_by, MAX_OVERTAKE))
+        self._recent.append(answer.sent_at)
+        if answer.status != 429 and answer.status < 500:
+            self._counted += 1
         advice = self._learn(answer)
         self._latest_sent = max(self._latest_sent, answer.sent_at)
         self._done.append(answer.at)
@@ -180,17 +190,23 @@ class FixedWindows:
         return min(latest, answer.at)
 
     def _on_counted(self, window: _Window, answer: Answer, *, hit: int) -> Advice:
+        first_sent = window.start_sent if window.seen_start else None
+        if first_sent is not None and answer.sent_at < first_sent:
+            return NOTHING  # sent before this window's first hit: an older window's
+        between = self._counted - window.counted_mark - 1  # answers that showed other limits
         if hit == 1:
             if window.seen_start and window.start_sent is not None:
                 # The window that began then has ended by now: W - 1 < end - start <= gap.
                 _shorter_than(window, answer.at - window.start_sent + 1.0)
             window.start, window.start_sent = answer.at, answer.sent_at
-            window.seen_start, window.full_at = True, None
-        elif hit <= window.last_hit:
-            window.start, window.seen_start = None, False  # a window we did not see begin
+            window.seen_start, window.full_at, window.last_hit = True, None, 0
+        elif hit + self._overtake < window.last_hit + between + 1:
+            # Fewer hits than answers since (beyond what overtaking explains): a window we
+            # did not see begin.
+            window.start, window.seen_start, window.last_hit = None, False, 0
         start = self._begun(window, hits_before=hit - 1, answer=answer)
         _longer_than(window, answer.sent_at - start)  # still counted in the window: end > now
-        window.last_hit = hit
+        window.last_hit, window.counted_mark = max(window.last_hit, hit), self._counted
         if hit < window.limit:
             return NOTHING
         window.full_at = answer.sent_at

@@ -198,13 +198,14 @@ def test_whole_second_laravel_windows_run_at_the_slow_limit_with_few_429s(
         pytest.param(
             Laravel(((20, 1), (300, 30)), headers="min"), 10.0, 0.01, 0.02, id="20/s+300/30s"
         ),
+        pytest.param(Laravel(((20, 1), (300, 30))), 10.0, 0.01, 0.1, id="20/s+300/30s-overtaking"),
         pytest.param(NginxLimitReq(rate=20.0), 20.0, 0.02, 0.0, id="nginx"),
     ],
 )
 def test_four_workers_with_latency_keep_the_figures(
     server: Limiter, allowed: float, most_refused: float, jitter: float
 ) -> None:
-    """Answers arrive 50 ms (up to 90 ms) after their request, out of order across four
+    """Answers arrive 50 ms (up to 90 or 250 ms) after their request, out of order across four
     workers. (nginx without burst refuses any arrivals closer than 1/rate, so there jitter
     itself caps the rate anyone can reach: it runs without.)"""
     clock = VirtualClock()
@@ -492,3 +493,25 @@ def test_the_laravel_simulator_answers_as_laravels_own_throttle_middleware(
         if status == 429:
             fields += [headers["retry-after"], headers["x-ratelimit-reset"]]
         assert " ".join(map(str, fields)) == expected, f"at {t}"
+
+
+def test_an_answer_to_a_request_sent_before_the_probe_does_not_release_the_others() -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=100.0)
+    old_request = clock()
+
+    async def scenario() -> tuple[bool, bool]:
+        clock.now += 1.0
+        pacer.pause(clock() + 30.0, "API unreachable", probe=True)
+        probe = await pacer.wait_turn()
+        others = asyncio.create_task(pacer.wait_turn())
+        pacer.on_no_answer(sent_at=old_request)  # in flight since before the outage
+        pacer.on_answer(503, {}, sent_at=old_request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        held = not others.done()
+        pacer.on_answer(200, {}, sent_at=probe)
+        await others
+        return held, others.done()
+
+    assert asyncio.run(scenario()) == (True, True)
