@@ -146,7 +146,15 @@ def _not_sqlite(path: Path) -> Path:
     return path
 
 
+def _foreign_without_tables(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript("PRAGMA application_id = 42; CREATE VIEW answer AS SELECT 42;")
+    conn.close()
+    return path
+
+
 FOREIGN_FILES = {
+    "no table but a view and another application id": _foreign_without_tables,
     "other program's jobs table, WAL": foreign_wal_db,
     "released jobs table beside another table": _foreign_with_v1_jobs_and_more,
     "other tables, user_version 2": _foreign_rollback_db,
