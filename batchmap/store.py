@@ -257,7 +257,9 @@ def classify(conn: sqlite3.Connection) -> Inspection:
         )
     }
     if not tables:
-        if app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION):
+        # Nothing to protect, unless the file says it is another program's (stamps, views).
+        (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if objects or app_id not in (0, APPLICATION_ID) or user_version not in (0, SCHEMA_VERSION):
             return Inspection(Kind.FOREIGN, "an SQLite database of another program")
         return Inspection(Kind.NEW)
     if "jobs" not in tables:

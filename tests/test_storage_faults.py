@@ -146,7 +146,15 @@ def _not_sqlite(path: Path) -> Path:
     return path
 
 
+def _foreign_without_tables(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.executescript("PRAGMA application_id = 42; CREATE VIEW answer AS SELECT 42;")
+    conn.close()
+    return path
+
+
 FOREIGN_FILES = {
+    "no table but a view and another application id": _foreign_without_tables,
     "other program's jobs table, WAL": foreign_wal_db,
     "released jobs table beside another table": _foreign_with_v1_jobs_and_more,
     "other tables, user_version 2": _foreign_rollback_db,
@@ -560,3 +568,45 @@ def test_a_read_only_out_is_a_storage_error(
         stage(heatmap_path(out, "abc", layout=Layout.SHARDED), b"png", out=out)
     with pytest.raises(StorageError, match="Read-only file system"):
         remove_file(out / "ab" / "x.png")
+
+
+def test_opening_while_another_process_writes_and_checkpoints_is_never_a_false_alarm(
+    tmp_path: Path,
+) -> None:
+    # The first look at a file reads it without a lock (immutable): a checkpoint under way
+    # must never make a job database look damaged or foreign to `status`.
+    db = job_db(tmp_path / "jobs.db")
+    script = f"""
+        import sys
+        from pathlib import Path
+        from batchmap.models import JobState, Record, Saved
+        from batchmap.store import Store
+        with Store(Path({str(db)!r})) as store:
+            store.conn.execute("PRAGMA wal_autocheckpoint = 4")  # checkpoint all the time
+            print("writing", flush=True)
+            i = 0
+            while not sys.stdin.closed:
+                store.load_ids(f"w-{{i}}-{{k}}" for k in range(100))
+                jobs = store.claim(50)
+                saved = Saved("/o/x.png", 1, "00")
+                store.record([Record(j, JobState.DONE, 1, 200, saved=saved) for j in jobs])
+                i += 1
+                if i == 400:
+                    break
+    """
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"writing\n"
+        opened = 0
+        while writer.poll() is None and opened < 150:
+            with Store(db, create=False) as store:
+                assert store.counts()[JobState.DONE] >= 1
+            opened += 1
+        assert opened > 10
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)

@@ -536,3 +536,52 @@ def test_a_run_starting_while_status_probes_the_lock_is_not_refused(tmp_path: Pa
             assert JobLock.owner(db) == os.getpid()
     finally:
         timer.join()
+
+
+_increments = st.lists(
+    st.tuples(
+        st.sampled_from([1, 2]),  # run
+        st.sampled_from(["2026-01-01T10:00:00Z", "2026-01-01T10:01:00Z"]),
+        st.integers(0, 50),  # requests
+        st.integers(0, 5),  # rate_limited
+        st.floats(0, 30),  # paused seconds, all for one reason
+        st.sampled_from(["rate limit", "outage", "server wait"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(_increments, st.integers(1, 4))
+def test_the_timeline_is_the_sum_of_its_increments_however_they_are_batched(
+    tmp_path: Path, increments: list[tuple[int, str, int, int, float, str]], batch: int
+) -> None:
+    with Store(Path(tempfile.mkdtemp(dir=tmp_path)) / "jobs.db") as store:
+        runs = {1: store.start_run({}), 2: store.start_run({})}
+        stats = [
+            (runs[run], MinuteStats(minute, requests=requests, rate_limited=limited,
+                                    paused_seconds=paused, pause_reasons={reason: paused}))
+            for run, minute, requests, limited, paused, reason in increments
+        ]  # fmt: skip
+        for run_id in runs.values():
+            mine = [item for rid, item in stats if rid == run_id]
+            for start in range(0, len(mine), batch):
+                store.record([], timeline=mine[start : start + batch], run_id=run_id)
+        expected: dict[tuple[int, str], dict[str, Any]] = {}
+        for run_id, item in stats:
+            row = expected.setdefault(
+                (run_id, item.minute), {"requests": 0, "rate_limited": 0, "reasons": {}}
+            )
+            row["requests"] += item.requests
+            row["rate_limited"] += item.rate_limited
+            for reason, seconds in item.pause_reasons.items():
+                row["reasons"][reason] = row["reasons"].get(reason, 0.0) + seconds
+        found = {(row["run_id"], row["minute"]): row for row in store.timeline()}
+        assert set(found) == set(expected)
+        for key, row in expected.items():
+            assert found[key]["requests"] == row["requests"]
+            assert found[key]["rate_limited"] == row["rate_limited"]
+            assert found[key]["pause_reasons"] == pytest.approx(row["reasons"])
+            assert found[key]["paused_seconds"] == pytest.approx(sum(row["reasons"].values()))
