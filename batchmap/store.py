@@ -22,7 +22,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from importlib import metadata
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
@@ -423,6 +422,8 @@ def _public_options(options: dict[str, Any]) -> str:
 
 
 def _version() -> str:
+    from importlib import metadata  # 20 ms to import: only a run needs it, not `status`
+
     try:
         return metadata.version("batchmap")
     except metadata.PackageNotFoundError:
