@@ -475,7 +475,9 @@ def fake_server(
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    if count == 1:
+        return f"1 {word}"
+    return f"{count} {word[:-1] + 'ies' if word.endswith('y') else word + 's'}"
 
 
 def _configs(options: dict[str, Any]) -> tuple[Api, Pace, Output]:

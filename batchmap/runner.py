@@ -205,12 +205,24 @@ class Runner:
                 task.cancel()
 
     async def _worker(self) -> None:
-        while (job := await self._next_job()) is not None:
-            self._in_flight[job.rowid] = job
-            try:
-                await self._process(job)
-            finally:
-                self._wake.set()
+        job: Job | None = None
+        try:
+            while (job := await self._next_job()) is not None:
+                self._in_flight[job.rowid] = job
+                try:
+                    await self._process(job)
+                finally:
+                    self._wake.set()
+        except Exception as error:
+            # Disk full under --out, a damaged database, or a bug: stop every worker at once;
+            # the row at hand goes back to pending with the others.
+            if job is not None:
+                self._in_flight.pop(job.rowid, None)
+                self._ready.append(job)
+            if not isinstance(error, BatchmapError):
+                log.debug("unexpected error in a worker", exc_info=True)
+                error = BatchmapError(f"unexpected error, run stopped: {error!r}")
+            self.end(error)
 
     async def _next_job(self) -> Job | None:
         while not self.stopping:

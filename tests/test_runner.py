@@ -16,7 +16,7 @@ import pytest
 import batchmap.runner as runner_module
 from batchmap import files
 from batchmap.config import Pace
-from batchmap.errors import ApiUnusableError, AuthError
+from batchmap.errors import ApiUnusableError, AuthError, StorageError
 from batchmap.fetch import make_client
 from batchmap.files import Layout
 from batchmap.models import JobState, Outcome, Verdict
@@ -407,3 +407,23 @@ def test_the_timeline_counts_what_the_server_answered(tmp_path: Path) -> None:
     }
     assert total == {"requests": 21, "ok": 18, "not_found": 3, "finished": 21}
     assert json.dumps(minutes, allow_nan=False)
+
+
+def test_a_full_out_disk_stops_every_worker_at_once_with_rows_consistent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staged: list[str] = []
+
+    def full_disk(path: Path, data: bytes, *, out: Path) -> object:
+        staged.append(path.name)
+        if len(staged) >= 3:
+            raise StorageError(f"{out}: No space left on device while writing {path.name}")
+        return files.stage(path, data, out=out)
+
+    monkeypatch.setattr(runner_module, "stage", full_disk)
+    h = Harness(tmp_path, [f"id{i:02d}" for i in range(40)], concurrency=4, max_rate=20)
+    with pytest.raises(StorageError, match="No space left"):
+        h.run(png_response)
+    counts = h.store.counts()
+    assert counts[JobState.RUNNING] == 0 and counts[JobState.FAILED] == 0
+    assert len(h.requests) <= 3 + 4  # the others stopped claiming: no request after the error
