@@ -20,7 +20,7 @@ from typing import Any, Protocol
 MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; nor any rate
 MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
 SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
-EPS = 0.03  # seconds of timing noise (latency that varies) allowed for when a bound is rounded
+EPS = 0.001  # seconds: float rounding allowed for when a bound is rounded to whole seconds
 MAX_OVERTAKE = 32  # answers overtaking an earlier one: more than this is not tracked
 HISTORY = 4096  # answers remembered, to bound when a window began unseen
 
@@ -174,20 +174,22 @@ class FixedWindows:
     # The server counts a request at some moment between its send time and its answer's
     # arrival: bounds use the send time of the later request and the arrival of the earlier.
 
-    def _begun(self, window: _Window, *, hits_before: int, answer: Answer) -> float:
+    def _begun(self, window: _Window, *, hits_before: int, answer: Answer) -> float | None:
         """A time no earlier than the first hit of the window that holds `hits_before` hits
-        before `answer`'s request."""
+        before `answer`'s request; None when nothing says (then `answer.at` is the bound)."""
         if hits_before <= 0:
             return answer.at
         start = window.start
         enough = len(self._done) >= hits_before
-        latest = self._done[-hits_before] if enough else math.inf
-        earliest = self._hits[-hits_before] if len(self._hits) >= hits_before else -math.inf
+        # Answers that overtook each other shift positions in the history by up to that much.
+        late, early = max(1, hits_before - self._overtake), hits_before + self._overtake
+        latest = self._done[-late] if len(self._done) >= late else math.inf
+        earliest = self._hits[-early] if len(self._hits) >= early else -math.inf
         if start is not None and earliest - EPS <= start <= latest + EPS:
             return start  # the tracked start belongs to this window, not an older one
         if self._reordered or not enough:
-            return answer.at
-        return min(latest, answer.at)
+            return None
+        return min(self._done[-hits_before], answer.at)
 
     def _on_counted(self, window: _Window, answer: Answer, *, hit: int) -> Advice:
         first_sent = window.start_sent if window.seen_start else None
@@ -200,15 +202,20 @@ class FixedWindows:
                 _shorter_than(window, answer.at - window.start_sent + 1.0)
             window.start, window.start_sent = answer.at, answer.sent_at
             window.seen_start, window.full_at, window.last_hit = True, None, 0
-        elif hit + self._overtake < window.last_hit + between + 1:
-            # Fewer hits than answers since (beyond what overtaking explains): a window we
-            # did not see begin.
+        elif hit + 2 * self._overtake + 1 < window.last_hit + between + 1:
+            # Fewer hits than answers since, beyond what overtaking on the way there and back
+            # explains: a window we did not see begin.
             window.start, window.seen_start, window.last_hit = None, False, 0
         start = self._begun(window, hits_before=hit - 1, answer=answer)
-        _longer_than(window, answer.sent_at - start)  # still counted in the window: end > now
+        if start is not None:
+            _longer_than(window, answer.sent_at - start)  # still counted: the end is later
         window.last_hit, window.counted_mark = max(window.last_hit, hit), self._counted
         if hit < window.limit:
             return NOTHING
+        if start is None:
+            # No start known for sure: the last `limit` answers still bound it, if loosely;
+            # a pause that ends too soon costs one 429, whose Retry-After then says when.
+            start = self._done[-hit] if len(self._done) >= hit else answer.at
         window.full_at = answer.sent_at
         return Advice(start + window.low, f"quota of {window.limit} per {window.low}s used up")
 
@@ -225,6 +232,8 @@ class FixedWindows:
 
     def _on_refused(self, window: _Window, answer: Answer) -> None:
         start = self._begun(window, hits_before=window.limit, answer=answer)
+        if start is None:
+            start = answer.at
         exact = window.seen_start and start == window.start and window.start_sent is not None
         window.full_at, window.last_hit = answer.sent_at, window.limit
         elapsed = max(0.0, answer.sent_at - start)
