@@ -308,7 +308,7 @@ class Runner:
     def learn(self, outcome: Outcome, *, sent_at: float) -> None:
         """Tell the pacer about an answer; a wait longer than allowed ends the run."""
         if outcome.http_status is None:
-            self.pacer.on_no_answer()
+            self.pacer.on_no_answer(sent_at=sent_at)
         else:
             self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
         wait = outcome.retry_after
