@@ -557,6 +557,8 @@ def test_serve_announces_its_url_and_stops_cleanly_on_a_signal(signum: int) -> N
         line = proc.stdout.readline()
         match = re.fullmatch(r"batchmap fake-server listening on (http://127\.0\.0\.1:\d+)\n", line)
         assert match, line
+        keys = proc.stdout.readline()
+        assert "'demo-key'" in keys and "'forbidden-key' gets 403" in keys  # what to pass
         assert httpx.get(match[1] + "/_fake/stats").status_code == 200
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)

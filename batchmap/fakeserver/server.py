@@ -375,7 +375,7 @@ def serve(config: FakeConfig, host: str = "127.0.0.1", port: int = 0) -> None:
 
 
 async def _serve_until_signalled(config: FakeConfig, *, host: str, port: int) -> None:
-    """Start, announce the URL on one stdout line, and wait for a stop signal."""
+    """Start, announce the URL on one stdout line (the keys on the next), wait for a signal."""
     server = FakeServer(config)
     bound = await server.start(host, port)
     stop = asyncio.Event()
@@ -385,6 +385,11 @@ async def _serve_until_signalled(config: FakeConfig, *, host: str, port: int) ->
         loop.add_signal_handler(signum, stop.set)
     shown = f"[{host}]" if ":" in host else host
     print(f"batchmap fake-server listening on http://{shown}:{bound}", flush=True)
+    print(
+        f"accepts X-Api-Key {config.valid_key!r}; {config.forbidden_key!r} gets 403, "
+        "any other key 401",
+        flush=True,
+    )
     try:
         await stop.wait()
     finally:
