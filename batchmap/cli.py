@@ -20,7 +20,15 @@ from rich.console import Console
 from rich.table import Table
 
 from batchmap import __version__
-from batchmap.config import DEFAULT_DB, PACE, Api, Output, Pace
+from batchmap.config import (
+    DEFAULT_DB,
+    DEFAULT_MAX_BODY,
+    DEFAULT_TIMEOUT,
+    PACE,
+    Api,
+    Output,
+    Pace,
+)
 from batchmap.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, BatchmapError
 from batchmap.files import Layout
 from batchmap.models import JobState
@@ -169,7 +177,7 @@ def fetch_options(func: F) -> F:
         click.option(
             "--timeout",
             type=float,
-            default=Api.__dataclass_fields__["timeout"].default,
+            default=DEFAULT_TIMEOUT,
             show_default=True,
             help="Seconds allowed for one request, in total.",
         ),
@@ -190,7 +198,7 @@ def fetch_options(func: F) -> F:
         click.option(
             "--max-body",
             type=int,
-            default=Api.__dataclass_fields__["max_body"].default,
+            default=DEFAULT_MAX_BODY,
             show_default=True,
             help="Bytes an answer may have; a larger one is refused while it streams.",
         ),

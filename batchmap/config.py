@@ -13,6 +13,7 @@ from pathlib import Path
 
 from batchmap.errors import InputError
 from batchmap.files import Layout
+from batchmap.policy import BACKOFF_BASE
 
 DEFAULT_BASE_URL = "https://backend.identifai.net"
 DEFAULT_DB = Path("batchmap.db")
@@ -54,7 +55,7 @@ class Pace:
     concurrency: int = 4
     max_rate: float | None = None  # request starts per second at most; None: learn the server's
     max_attempts: int = 5  # tries per identifier for its own transient failures
-    backoff_base: float = 1.0  # seconds before the first retry, doubling each time
+    backoff_base: float = BACKOFF_BASE  # seconds before the first retry, doubling each time
     max_wait: float = 3600.0  # a server-requested wait longer than this stops the run
     outage_limit: float = 3600.0  # an API unreachable for longer than this stops the run
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from batchmap import __version__
+from batchmap.config import DEFAULT_MAX_BODY
 from batchmap.models import Classification, Failure, Outcome, Verdict
 from batchmap.policy import (
     check_api_key,
@@ -32,7 +33,7 @@ HEATMAP_PATH = "/api/classification/heatmap/"
 CLASSIFICATIONS_PATH = "/api/classifications"
 MAX_REDIRECTS = 5
 MiB = 1024 * 1024
-MAX_BODY_BYTES = 32 * MiB  # a heatmap is tens of KiB; anything near this is not one
+MAX_BODY_BYTES = DEFAULT_MAX_BODY  # a heatmap is tens of KiB; anything near this is not one
 CLASSIFICATIONS_MAX_BYTES = 8 * MiB  # 100 classification objects with every model's results
 ERROR_BODY_BYTES = 64 * 1024  # read of an error answer: enough for its message, then stop
 MAX_IDENTIFIERS = 100  # identifAI's documented ceiling for one classifications request
