@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tools.bench import chaos, pacing, resume, scale, throughput
+from tools.bench import chaos, pacing, prefilter, resume, scale, throughput
 from tools.bench.common import INFO, Report, SharedData, say
 from tools.bench.processes import Child
 
@@ -22,6 +22,7 @@ SECTIONS: dict[str, Section] = {
     "leaky": pacing.section_leaky,
     "leaky-retry-after": pacing.section_leaky_retry_after,
     "throughput": throughput.section_throughput,
+    "prefilter": prefilter.section_prefilter,
     "resume": resume.section_resume,
     "scale": scale.section_scale,
     "chaos": chaos.section_chaos,
