@@ -87,6 +87,11 @@ def section_prefilter(report: Report, shared: SharedData) -> None:
          report.check("prefilter", "requests/id, endpoint missing", per_missing, "<=", 1.02,
                       ratio))  # fmt: skip
     line(
+        "rows whose verdict is in the report",
+        count(with_verdict),
+        report.check("prefilter", "verdicts in the report", with_verdict, "==", IDS, count),
+    )
+    line(
         "requests re-running the finished table",
         count(rerun),
         report.check("prefilter", "requests on a finished table", rerun, "==", 0, count),
