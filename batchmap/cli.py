@@ -43,7 +43,7 @@ log = logging.getLogger("batchmap")
 
 
 class BatchmapGroup(click.Group):
-    """Turns batchmap's own errors into one line and PRODUCT.md's exit codes, never a traceback."""
+    """Turns batchmap's own errors into one line and the README's exit codes, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

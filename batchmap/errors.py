@@ -1,4 +1,4 @@
-"""The exceptions batchmap raises and the exit codes they map to (PRODUCT.md), in one place."""
+"""The exceptions batchmap raises and their exit codes (the README's "Exit codes"), in one place."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, after a graceful stop
 
 
 class BatchmapError(Exception):
-    """Base of every error batchmap reports to its user; `exit_code` follows PRODUCT.md."""
+    """Base of every error batchmap reports to its user; `exit_code` follows the README."""
 
     exit_code = EXIT_FAILED
 

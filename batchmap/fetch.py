@@ -65,7 +65,7 @@ def make_client(
     )
 
 
-def heatmap_path(identifier: str) -> str:
+def heatmap_url_path(identifier: str) -> str:
     """The request path for an identifier, percent-encoded so it stays one path segment.
 
     `quote` leaves `.` alone, and a segment of `..` would be resolved away (RFC 3986 5.2.4),
@@ -125,7 +125,9 @@ async def fetch_heatmap(
     max_bytes: int = MAX_BODY_BYTES,
 ) -> Outcome:
     """GET one heatmap and judge the answer; network trouble becomes a RETRY outcome."""
-    answer = await _exchange(client, heatmap_path(identifier), timeout=timeout, max_bytes=max_bytes)
+    answer = await _exchange(
+        client, heatmap_url_path(identifier), timeout=timeout, max_bytes=max_bytes
+    )
     if isinstance(answer, Outcome):
         return answer
     content_type = answer.headers.get("content-type", "")

@@ -28,7 +28,7 @@ class Failure(StrEnum):
 
 
 class Verdict(StrEnum):
-    """What one HTTP answer means for its job (PRODUCT.md's table)."""
+    """What one HTTP answer means for its job (the README's "What each answer does")."""
 
     DONE = "done"  # 200 with a complete PNG
     NO_HEATMAP = "no_heatmap"  # 204: final, never retried

@@ -84,7 +84,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """PRODUCT.md: 130 interrupted, 1 some rows failed, 0 all done or no_heatmap."""
+        """The README's exit codes: 130 interrupted, 1 rows failed, 0 all done or no_heatmap."""
         if self.interrupted:
             return EXIT_INTERRUPTED
         unfinished = self.counts[JobState.PENDING] + self.counts[JobState.RUNNING]
