@@ -564,7 +564,7 @@ def _looks_like_header(cell: str, after: list[list[str]], index: int) -> bool:
     first = cell.casefold()
     if not below or not any(char.isalpha() for char in first) or _looks_identifai(first):
         return False
-    if _header_word(first) and first not in below:
+    if _normal(first) in _HEADER_WORDS and first not in below:
         return True
     alphabet = _narrowest(below, share=_SHARE)
     if alphabet is None:
@@ -575,10 +575,6 @@ def _looks_like_header(cell: str, after: list[list[str]], index: int) -> bool:
     wordish = all(char.isalpha() or char in " _-" for char in first)
     coded = sum(any(char.isdigit() for char in value) for value in below)
     return wordish and coded >= _SHARE * len(below) and len(first) not in set(map(len, below))
-
-
-def _header_word(value: str) -> bool:
-    return value.casefold().replace(" ", "_").replace("-", "_") in _HEADER_WORDS
 
 
 @dataclass
@@ -653,7 +649,7 @@ class _Checker:
         self.shape: _Shape | None = None
         self.header_words = set(_HEADER_WORDS)
         if layout.header:
-            self.header_words.add(layout.header.casefold().replace(" ", "_").replace("-", "_"))
+            self.header_words.add(_normal(layout.header))
         self.headers = _Tally()
         self.paths = _Tally()
         self.delimited = _Tally()
@@ -766,6 +762,7 @@ def _looks_delimited(value: str) -> bool:
 
 
 def _normal(value: str) -> str:
+    """A header cell as compared with _HEADER_WORDS: "Image-ID" is "image_id"."""
     return value.casefold().replace(" ", "_").replace("-", "_")
 
 
