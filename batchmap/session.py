@@ -371,6 +371,8 @@ def load_ids(store: Store, csv_path: Path, *, column: str | None = None) -> Load
     """Add a CSV's identifiers to the job table, saying what looked odd about them."""
     source = IdSource(csv_path, column=column)
     seen, added = store.load_ids(source)
+    for note in source.notes:
+        log.info("note: %s", note)  # how the file was read, when that was guessed
     for warning in source.warnings:
         log.warning("warning: %s", warning)
     return LoadStats(read=seen, added=added, duplicates=seen - added, blank=source.blank)
