@@ -233,7 +233,10 @@ def cli() -> None:
     """Download identifAI AI-heatmaps in bulk: paced, resumable, crash-safe."""
 
 
-@cli.command(epilog="Example: batchmap load ids.csv --column image_id --db jobs.db")
+@cli.command(
+    epilog="Example: batchmap load ids.csv --column image_id --db jobs.db",
+    short_help="Add a CSV's identifiers to the job; fetch nothing.",
+)
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @db_option
 @column_option
@@ -247,7 +250,10 @@ def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int)
     show_load(ids_csv, Job(db).load(ids_csv, column=column))
 
 
-@cli.command(epilog="Example: IDENTIFAI_API_KEY=... batchmap run ids.csv --out heatmaps/")
+@cli.command(
+    epilog="Example: IDENTIFAI_API_KEY=... batchmap run ids.csv --out heatmaps/",
+    short_help="Load a CSV, then fetch every unfinished heatmap.",
+)
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @column_option
 @fetch_options
@@ -256,7 +262,10 @@ def run(ids_csv: Path, column: str | None, db: Path, **options: Any) -> None:
     _fetch(db, options, load=ids_csv, column=column, retry_failed=False)
 
 
-@cli.command(epilog="Example: batchmap resume --retry-failed")
+@cli.command(
+    epilog="Example: batchmap resume --retry-failed",
+    short_help="Continue the job where it stopped.",
+)
 @click.option("--retry-failed", is_flag=True, help="Also retry rows that ended failed.")
 @fetch_options
 def resume(retry_failed: bool, db: Path, **options: Any) -> None:
@@ -264,7 +273,10 @@ def resume(retry_failed: bool, db: Path, **options: Any) -> None:
     _fetch(db, options, load=None, column=None, retry_failed=retry_failed)
 
 
-@cli.command(epilog="Example: batchmap status --json | jq .counts")
+@cli.command(
+    epilog="Example: batchmap status --json | jq .counts",
+    short_help="Counts, errors, pauses and the last 24 hours.",
+)
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(db: Path, as_json: bool) -> None:
@@ -276,7 +288,10 @@ def status(db: Path, as_json: bool) -> None:
         _show_status(facts)
 
 
-@cli.command(epilog="Example: batchmap report --format html -o report.html")
+@cli.command(
+    epilog="Example: batchmap report --format html -o report.html",
+    short_help="One record per identifier: csv, json, jsonl or html.",
+)
 @db_option
 @click.option(
     "--format",
@@ -312,7 +327,10 @@ def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
     click.echo(written.message(output), err=True)
 
 
-@cli.command(epilog="Example: batchmap verify --repair && batchmap resume")
+@cli.command(
+    epilog="Example: batchmap verify --repair && batchmap resume",
+    short_help="Check every done file; --repair refetches bad ones.",
+)
 @db_option
 @click.option(
     "--repair",

@@ -241,3 +241,27 @@ def test_every_help_has_an_example_and_shows_its_environment_variables(
             assert variable in result.stdout
     if command == "load":
         assert "-vv" not in result.stdout
+
+
+def test_the_command_list_is_not_cut_off(workspace: Workspace) -> None:
+    result = workspace.cli("--help")
+    commands = result.stdout.split("Commands:", 1)[1]
+    assert "..." not in commands, commands
+    for command in ("load", "run", "resume", "status", "report", "verify", "fake-server"):
+        assert f"  {command} " in commands
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--timeout", "nan"), ("--max-rate", "nan"), ("--max-rate", "0"), ("--max-wait", "inf")],
+)
+def test_a_number_that_cannot_work_is_one_line_naming_the_option(
+    workspace: Workspace, option: str, value: str
+) -> None:
+    result = workspace.cli(
+        "run", workspace.csv(IDS).name, "--db", workspace.db, option, value,
+        env=cli_env(IDENTIFAI_API_KEY=API_KEY),
+    )  # fmt: skip
+    assert result.code == 2, result.output
+    assert result.stderr.count("\n") == 1 and option in result.stderr
+    assert not workspace.db.exists()  # refused before anything was written
