@@ -6,9 +6,11 @@ The runner reports every request's end here and acts on the returned `Call`:
   forgiven and probed one at a time at growing intervals; connection failures (refused, DNS,
   TLS) past a few probes mean a wrong address or no network, and the run gives up at once.
 - After that, transient failures of STREAK different identifiers with no good answer between
-  them mean an outage: the pool pauses and probes one request at a time, at intervals that
-  double up to PROBE_CAP; the streak's attempts are refunded; requests made during the outage
-  spend no attempts. An outage longer than the limit gives up.
+  them for STREAK_SECONDS mean an outage (a server failing every other request is flaky, not
+  down: its rows pay attempts and back off one by one): the pool pauses and probes one
+  request at a time, at intervals that double up to PROBE_CAP; the streak's attempts are
+  refunded; requests made during the outage spend no attempts. An outage longer than the
+  limit gives up.
 - A failure while the API is otherwise answering is the row's own: it spends an attempt.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from batchmap.models import Failure
 
 STREAK = 3  # distinct identifiers failing in a row, with no good answer between, mean an outage
+STREAK_SECONDS = 2.0  # ... once no good answer came for this long (a flaky server answers often)
 START_PROBES = 3  # connection failures before any answer after which the address is wrong
 PROBE_FIRST = 1.0  # seconds before the first probe of an outage
 PROBE_CAP = 120.0  # probes of a long outage come this often
@@ -91,7 +94,7 @@ class Health:
             if now - self.outage_since > self.outage_limit:
                 return Call(charge=False, give_up=self._too_long(now, error))
             return self._probe_later(error)
-        if len(self._streak) >= STREAK:
+        if len(self._streak) >= STREAK and now - self._streak_since >= STREAK_SECONDS:
             self.outage_since = self._streak_since
             refund = frozenset(self._streak)
             call = self._probe_later(error)

@@ -124,6 +124,8 @@ class Runner:
         self._retries: list[tuple[float, int, Job]] = []
         self._in_flight: dict[int, Job] = {}
         self._condemned: dict[int, Record] = {}  # out of attempts; failed once the API answers
+        self._streak_charges: Counter[int] = Counter()  # attempts spent since a good answer
+        self._owed: dict[int, int] = {}  # attempts refunded to rows that were in flight
         self._held_404: list[Record] = []  # a new job's first 404s, until something else answers
         self._probation = False
         self._exhausted = False
@@ -339,6 +341,8 @@ class Runner:
             self.end(AuthError(stop_message(outcome.http_status or 401)))
             return
         del self._in_flight[job.rowid]
+        if job.rowid in self._owed:  # attempts an outage refunded while it was in flight
+            job = Job(job.rowid, job.identifier, job.attempts - self._owed.pop(job.rowid))
         if self.stopping and self.ended_by is not None:
             self._ready.append(job)  # the run is ending for the API's sake: back to pending
             return
@@ -370,6 +374,7 @@ class Runner:
     def _answered(self) -> None:
         """A good answer: the API is up, so rows that ran out of attempts did fail."""
         lasted = self.health.on_answer()
+        self._streak_charges.clear()
         if lasted is not None:
             log.info("the API answers again after %.0f s", lasted)
         if self._condemned:
@@ -386,7 +391,7 @@ class Runner:
             self.end(ApiUnusableError(call.give_up))
             return
         if call.refund:
-            self._refund(call.refund)
+            self._refund()
         if call.pause_for > 0:
             self.pacer.pause(self.clock() + call.pause_for, call.reason, probe=True)
         if call.charge:
@@ -401,6 +406,8 @@ class Runner:
             job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
         )
         retry = Job(job.rowid, job.identifier, attempts)
+        if outcome.failure is not Failure.BODY:
+            self._streak_charges[job.rowid] += 1  # refunded if this turns out to be an outage
         if attempts >= self.settings.pace.max_attempts:
             record = self._failure(retry, outcome, attempts=attempts, retryable=True)
             if outcome.failure is Failure.BODY:
@@ -417,21 +424,27 @@ class Runner:
         heapq.heappush(self._retries, (self.clock() + delay, job.rowid, retry))
         self.tally.retries += 1
 
-    def _refund(self, identifiers: frozenset[str]) -> None:
-        """An outage was declared: the streak's failures were not the rows' fault."""
+    def _refund(self) -> None:
+        """An outage was declared: the failures since the last good answer were not the rows'.
+
+        Each attempt they cost is given back, wherever the row is now: waiting for its retry,
+        out of attempts, or in flight again (then when its answer comes).
+        """
+        owed, self._streak_charges = self._streak_charges, Counter()
         kept = []
         for due, rowid, job in self._retries:
-            if job.identifier in identifiers and job.attempts > 0:
-                job = Job(rowid, job.identifier, job.attempts - 1)
-                self._ready.appendleft(job)
+            if rowid in owed:
+                self._ready.appendleft(Job(rowid, job.identifier, job.attempts - owed.pop(rowid)))
             else:
                 kept.append((due, rowid, job))
         heapq.heapify(kept)
         self._retries = kept
         for rowid, record in list(self._condemned.items()):
-            if record.job.identifier in identifiers:
+            if rowid in owed:
                 del self._condemned[rowid]
-                self._ready.appendleft(Job(rowid, record.job.identifier, record.attempts - 1))
+                attempts = record.attempts - owed.pop(rowid)
+                self._ready.appendleft(Job(rowid, record.job.identifier, attempts))
+        self._owed.update(owed)  # rows in flight again: settled when they come back
 
     def _hold_404(self, job: Job, outcome: Outcome, attempts: int) -> None:
         self._held_404.append(self._failure(job, outcome, attempts=attempts, retryable=False))

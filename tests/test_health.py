@@ -45,7 +45,7 @@ class Step:
             [Step("a", charge=True), Step(None), Step("a", charge=True), Step(None)],
         ),
         (
-            "failures of STREAK identifiers in a row are an outage; the streak is refunded",
+            "STREAK identifiers failing for STREAK_SECONDS are an outage; the streak is refunded",
             [
                 Step("a", charge=True),
                 Step("b", charge=True),
@@ -81,6 +81,7 @@ def test_outage_probes_back_off_to_a_cap_and_say_since_when() -> None:
     h = health(clock)
     pauses = []
     for i in range(STREAK + 12):
+        clock.now += 1  # failures over more than STREAK_SECONDS, with no good answer
         call = h.on_failure(f"id{i}", T, "timed out after 30s")
         if call.pause_for:
             pauses.append(call.pause_for)
@@ -94,8 +95,9 @@ def test_an_outage_longer_than_the_limit_gives_up_with_what_to_do() -> None:
     clock = Clock()
     h = health(clock, limit=600)
     for i in range(STREAK):
+        clock.now += 1
         h.on_failure(f"id{i}", C, "ConnectError: refused")
-    clock.now += 599
+    clock.now += 597
     assert h.on_failure("x", C, "ConnectError: refused").give_up is None
     clock.now += 2
     message = h.on_failure("y", C, "ConnectError: refused").give_up
@@ -131,3 +133,25 @@ def test_an_ended_outage_reports_how_long_it_lasted() -> None:
     lasted = h.on_answer()
     assert lasted is not None and lasted == pytest.approx(42)
     assert not h.in_outage
+
+
+def test_a_flaky_server_that_answers_between_failures_is_never_an_outage() -> None:
+    clock = Clock()
+    h = health(clock)
+    for i in range(200):  # every other request fails, 10 requests a second
+        clock.now += 0.1
+        if i % 2:
+            h.on_answer()
+            continue
+        call = h.on_failure(f"id{i}", S, "HTTP 503")
+        assert call.charge and call.pause_for == 0
+
+
+def test_failures_of_many_rows_within_a_moment_are_not_yet_an_outage() -> None:
+    clock = Clock()
+    h = health(clock)
+    calls = [h.on_failure(f"id{i}", C, "refused") for i in range(6)]  # all in one instant
+    assert all(call.charge for call in calls) and not h.in_outage
+    clock.now += 2.5
+    assert h.on_failure("late", C, "refused").refund == frozenset({*(f"id{i}" for i in range(6)),
+                                                                  "late"})  # fmt: skip
