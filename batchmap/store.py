@@ -435,7 +435,9 @@ _TIMELINE_UPSERT = (
     f"VALUES ({', '.join('?' * len(TIMELINE_COLUMNS))}) "
     "ON CONFLICT (run_id, minute) DO UPDATE SET "
     + ", ".join(f"{name} = {name} + excluded.{name}" for name in TIMELINE_COUNTERS)
-    + ", pause_reasons = excluded.pause_reasons"
+    # Merged in _add_minute; a flush with no pause this time keeps the reasons already saved.
+    + ", pause_reasons = CASE WHEN excluded.pause_reasons = '{}' THEN pause_reasons"
+    " ELSE excluded.pause_reasons END"
     ", pacer_rate = coalesce(excluded.pacer_rate, pacer_rate)"
     ", limits = CASE WHEN excluded.limits = '[]' THEN limits ELSE excluded.limits END"
 )
