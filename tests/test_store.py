@@ -585,3 +585,23 @@ def test_the_timeline_is_the_sum_of_its_increments_however_they_are_batched(
             assert found[key]["rate_limited"] == row["rate_limited"]
             assert found[key]["pause_reasons"] == pytest.approx(row["reasons"])
             assert found[key]["paused_seconds"] == pytest.approx(sum(row["reasons"].values()))
+
+
+def test_a_later_flush_without_pauses_keeps_the_minutes_pause_reasons(store: Store) -> None:
+    run = store.start_run({})
+    minute = "2026-01-01T10:00:00Z"
+    store.record(
+        [],
+        timeline=[
+            MinuteStats(
+                minute,
+                paused_seconds=3.0,
+                outage_seconds=3.0,
+                pause_reasons={"API unreachable": 3.0},
+            )
+        ],
+        run_id=run,
+    )
+    store.record([], timeline=[MinuteStats(minute, requests=5)], run_id=run)  # fmt: skip
+    (row,) = store.timeline()
+    assert row["pause_reasons"] == {"API unreachable": 3.0} and row["requests"] == 5
