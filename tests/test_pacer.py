@@ -515,3 +515,17 @@ def test_an_answer_to_a_request_sent_before_the_probe_does_not_release_the_other
         return held, others.done()
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_later_shorter_pause_never_shortens_the_one_in_force() -> None:
+    clock = FakeClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer.pause(clock() + 30, "rate limited (429, Retry-After 30s)")
+    pacer.pause(clock() + 2, "rate limited (429)")  # a later, shorter signal
+    assert pacer.paused_until == clock() + 30
+    assert pacer.pause_reason == "rate limited (429, Retry-After 30s)"
+
+    async def start() -> float:
+        return await pacer.wait_turn()
+
+    assert asyncio.run(start()) >= clock.now and clock.now >= 1_000_030
