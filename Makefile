@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench chaos mutate wheel lint typecheck clean
+.PHONY: test test-fast demo bench chaos mutate wheel lint typecheck clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,12 @@ $(BIN)/.installed: pyproject.toml
 test: $(BIN)/.installed
 	$(BIN)/ruff check batchmap tests tools
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 	$(BIN)/python tools/check_wheel.py
+
+# Everything but the socket and subprocess tests (the `e2e` marker): well under a minute.
+test-fast: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not e2e" --durations=5
 
 demo: $(BIN)/.installed
 	$(BIN)/python tools/demo.py

@@ -404,3 +404,22 @@ def check_final_states(rows: dict[str, Row], identifiers: Sequence[str], out: Pa
     done_paths = {Path(r["path"]).resolve() for r in rows.values() if r["state"] == "done"}
     assert files_under(out) == done_paths, "files under --out other than the done rows' PNGs"
     assert partial_files(out) == [], "partial files left behind"
+
+
+# --------------------------------------------------------------------------- the fast lane
+
+# Tests that drive real sockets or subprocesses in real time carry the `e2e` marker, so that
+# `make test-fast` (pytest -m "not e2e") runs everything else in well under a minute. A test
+# is e2e when its module says so (`*_e2e.py`, the crash test), when it uses a fixture that
+# starts a server or the CLI, or when it is marked by hand (`pytestmark = pytest.mark.e2e`).
+_E2E_FIXTURES = {"workspace", "fake_server_factory", "shared_fake"}
+_E2E_MODULES = {"test_crash", "test_fakeserver", "test_hostile", "test_fetch_hostile"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the socket and subprocess tests `e2e` (see above)."""
+    for item in items:
+        module = item.path.stem
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if module.endswith("_e2e") or module in _E2E_MODULES or fixtures & _E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
