@@ -97,7 +97,8 @@ def status_facts(store: Store, *, now: float | None = None, story: bool = True) 
             if paused_until > moment
             else None
         ),
-        "learned_limits": _learned_limits(pacer.get("windows")),
+        "learned_limits": learned_limits(pacer.get("windows")),
+        "base_url": store.get_meta("base_url"),
         "pacer_rate": timeline.finite(pacer.get("rate")),
     }
     if story:
@@ -106,7 +107,8 @@ def status_facts(store: Store, *, now: float | None = None, story: bool = True) 
     return facts
 
 
-def _learned_limits(windows: Any) -> list[dict[str, Any]]:
+def learned_limits(windows: Any) -> list[dict[str, Any]]:
+    """The fixed windows a pacer state saved, as `{limit, window_seconds}`, fewest first."""
     limits = []
     for limit, window in (windows or {}).items() if isinstance(windows, Mapping) else ():
         count, seconds = timeline.finite(_number(limit)), timeline.finite(window)
