@@ -644,9 +644,10 @@ def _fetch(
             result = asyncio.run(go(prepared))
         finally:
             view.close()
-    _show_summary(result)
     if options["log_format"] == "json":
-        _log_summary(result)
+        _log_summary(result)  # stdout stays empty: the whole log is JSON lines on stderr
+    else:
+        _show_summary(result)
     code = result.exit_code
     if options["strict"] and code == EXIT_OK and result.counts[JobState.FAILED]:
         code = EXIT_FAILED
@@ -684,6 +685,7 @@ def _log_summary(result: RunResult) -> None:
                 "this_run": {s.value: n for s, n in result.tally.finished.items()},
                 "requests": result.tally.requests,
                 "rate_limited": result.tally.rate_limited,
+                "message": " ".join(_summary_lines(result)),
             }
         ),
         err=True,
@@ -701,16 +703,9 @@ def _show_summary(result: RunResult) -> None:
 
     counts, tally = result.counts, result.tally
     console = _Console(soft_wrap=True)
-    if not result.interrupted and not tally.requests and not sum(tally.finished.values()):
-        # Nothing was left to fetch: say so in one line instead of a table of zeros.
-        left = counts[JobState.PENDING] + counts[JobState.RUNNING]
-        line = f"nothing to do: {_plural(sum(counts.values()) - left, 'row')} finished earlier"
-        if counts[JobState.FAILED]:
-            line += (
-                f"; {_plural(counts[JobState.FAILED], 'row')} failed earlier "
-                "(`batchmap report --state failed`)"
-            )
-        console.print(line, highlight=False)
+    if _nothing_done(result):
+        for line in _summary_lines(result):
+            console.print(line, highlight=False)
         return
     table = Table(
         title=f"batchmap: run {'interrupted' if result.interrupted else 'finished'} "
@@ -728,16 +723,35 @@ def _show_summary(result: RunResult) -> None:
         f"{tally.rate_limited} answered 429",
         highlight=False,
     )
+    for line in _summary_lines(result):
+        console.print(line, highlight=False)
+
+
+def _nothing_done(result: RunResult) -> bool:
+    tally = result.tally
+    return not result.interrupted and not tally.requests and not sum(tally.finished.values())
+
+
+def _summary_lines(result: RunResult) -> list[str]:
+    """What the end of a run means, in a line or two (after the table, or in the JSON)."""
+    counts, tally = result.counts, result.tally
     left = counts[JobState.PENDING] + counts[JobState.RUNNING]
+    failed = counts[JobState.FAILED]
+    if _nothing_done(result):
+        # Nothing was left to fetch: say so in one line instead of a table of zeros.
+        line = f"nothing to do: {_plural(sum(counts.values()) - left, 'row')} finished earlier"
+        if failed:
+            line += f"; {_plural(failed, 'row')} failed earlier (`batchmap report --state failed`)"
+        return [line]
+    lines = []
     if result.interrupted:
-        console.print("Stopped: unfinished rows are pending again; `batchmap resume` continues.")
+        lines.append("Stopped: unfinished rows are pending again; `batchmap resume` continues.")
     elif result.limit is not None and left:
-        console.print(
+        lines.append(
             f"--limit {result.limit}: {_plural(left, 'row')} still pending; "
-            "`batchmap resume` fetches the rest.",
-            highlight=False,
+            "`batchmap resume` fetches the rest."
         )
-    if counts[JobState.FAILED] and not result.interrupted:
+    if failed and not result.interrupted:
         hint = "Some rows failed: `batchmap report --state failed` lists them"
         if result.failed_earlier and not tally.finished[JobState.FAILED]:
             hint = (
@@ -751,7 +765,8 @@ def _show_summary(result: RunResult) -> None:
             )
         else:
             hint += " (all permanent, e.g. 404: a retry would only spend quota)"
-        console.print(hint + ".", highlight=False)
+        lines.append(hint + ".")
+    return lines
 
 
 def _show_status(facts: dict[str, Any]) -> None:
