@@ -245,11 +245,20 @@ def write_timeline_csv(minutes: Iterable[Mapping[str, Any]], handle: TextIO) -> 
 
 
 def _cell(value: Any) -> Any:
+    # Seconds to a tenth and rates to a thousandth: 12.300000000000001 is noise in a sheet.
+    if isinstance(value, dict):
+        value = {key: _rounded(item) for key, item in value.items()}
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     if isinstance(value, float) and not math.isfinite(value):
         return ""
-    return "" if value is None else value
+    return "" if value is None else _rounded(value)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 1) if abs(value) >= 1 else round(value, 3)
+    return value
 
 
 def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO) -> int:

@@ -136,6 +136,22 @@ def test_timeline_csv_has_one_row_per_run_minute_with_json_columns(job: StoreV2)
     assert records[0]["outage_seconds"] == ""  # absent, not "None"
 
 
+def test_timeline_csv_keeps_pause_reasons_whole_and_rounds_seconds() -> None:
+    from batchmap.minutes import _short_reason
+
+    reason = _short_reason("quota of 60 per 60.0s used up")
+    assert reason == "quota of 60 per 60.0s"  # which limit, not a bare "quota of"
+    handle = io.StringIO()
+    report.write_timeline_csv(
+        [minute("09:10", paused_seconds=12.300000000000001, pacer_rate=0.9951234567,
+                pause_reasons={reason: 12.300000000000001, "rate limited": 0.1000000002})],
+        handle,
+    )  # fmt: skip
+    (record,) = csv.DictReader(io.StringIO(handle.getvalue()))
+    assert record["paused_seconds"] == "12.3" and record["pacer_rate"] == "0.995"
+    assert json.loads(record["pause_reasons"]) == {reason: 12.3, "rate limited": 0.1}
+
+
 def test_timeline_csv_of_a_job_without_history_is_a_header(tmp_path: Path) -> None:
     with closing(Store(tmp_path / "jobs.db")) as plain:
         handle = io.StringIO()
