@@ -103,7 +103,10 @@ def status_facts(store: Store, *, now: float | None = None, story: bool = True) 
     }
     if story:
         remaining = counts[JobState.PENDING] + counts[JobState.RUNNING]
-        facts.update(story_facts(read_history(store), remaining=remaining, now=moment))
+        resolved = sum(counts.values()) - remaining
+        facts.update(
+            story_facts(read_history(store), remaining=remaining, now=moment, resolved=resolved)
+        )
     return facts
 
 
@@ -124,8 +127,14 @@ def _number(text: Any) -> float | None:
         return None
 
 
-def story_facts(history: History, *, remaining: int, now: float) -> dict[str, Any]:
-    """The timeline's story for `status`: last 24 hours, stalls, requests, ETA, runs, verdicts."""
+def story_facts(
+    history: History, *, remaining: int, now: float, resolved: int | None = None
+) -> dict[str, Any]:
+    """The timeline's story for `status`: last 24 hours, stalls, requests, ETA, runs, verdicts.
+
+    `resolved`: rows of the job in a final state, each counted once (the timeline counts a
+    row fetched again twice); requests per resolved identifier divide by it.
+    """
     minutes = history.minutes
     day = timeline.last_hours(minutes, now=now, hours=24)
     per_hour = [b.finished for b in day]
@@ -139,7 +148,8 @@ def story_facts(history: History, *, remaining: int, now: float) -> dict[str, An
         key=lambda span: span.start,
     )
     sums = timeline.totals(minutes)
-    per_finished = sums.requests_per_finished
+    finished = sums.finished if resolved is None else resolved
+    per_finished = sums.requests / finished if finished else None
     estimate = timeline.eta(minutes, remaining=remaining)
     return {
         "last_24h": {
@@ -153,7 +163,7 @@ def story_facts(history: History, *, remaining: int, now: float) -> dict[str, An
             "classification": sums.classification_requests,
             "rate_limited": sums.answers.get("rate_limited", 0),
             "rate_limited_share": round(sums.rate_limited_share, 4),
-            "finished": sums.finished,
+            "finished": finished,
             "per_resolved_identifier": None if per_finished is None else round(per_finished, 3),
         },
         "eta": _eta_facts(estimate, now=now),
