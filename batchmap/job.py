@@ -166,6 +166,7 @@ class Job:
         fetches only them) and drops partial files; it takes the job lock to do so.
         """
         check_database(self.db)
+        check_sources(self.db, None)  # no lock file beside a job that does not exist
         with contextlib.ExitStack() as stack:
             if repair:
                 stack.enter_context(JobLock(self.db))
