@@ -73,6 +73,15 @@ class ProgressView:
             )
         if self._live is not None:
             self._live.console.print(message, style="yellow", highlight=False)
+        elif self.mode is Mode.JSON:
+            record = {
+                "time": now_iso(),
+                "level": "warning",
+                "event": "stopping",
+                "message": message,
+            }
+            self.console.file.write(json.dumps(record) + "\n")
+            self.console.file.flush()
         else:
             self.console.print(message, highlight=False)
 
