@@ -579,6 +579,10 @@ def test_serve_announces_its_url_and_stops_cleanly_on_a_signal(signum: int) -> N
         assert match, line
         keys = proc.stdout.readline()
         assert "'demo-key'" in keys and "'forbidden-key' gets 403" in keys  # what to pass
+        # and the two lines to paste into the shell that rehearses against it
+        assert proc.stdout.readline() == "to rehearse against it, paste in another shell:\n"
+        assert proc.stdout.readline() == f"export IDENTIFAI_BASE_URL={match[1]}\n"
+        assert proc.stdout.readline() == "export IDENTIFAI_API_KEY=demo-key\n"
         assert httpx.get(match[1] + "/_fake/stats").status_code == 200
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)
