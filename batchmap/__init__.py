@@ -78,6 +78,11 @@ if TYPE_CHECKING:
     from batchmap.session import Progress, RunResult
 
 
+def __dir__() -> list[str]:
+    """The public names too, though they are imported on first use (tab completion)."""
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -29,7 +29,14 @@ from batchmap.config import (
     Output,
     Pace,
 )
-from batchmap.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STORAGE, BatchmapError
+from batchmap.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STORAGE,
+    EXIT_USAGE,
+    BatchmapError,
+)
 from batchmap.files import Layout
 from batchmap.models import JobState
 from batchmap.report import Format, read_status, story_lines, write_report
@@ -63,6 +70,13 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+class _Console(Console):
+    """rich's Console, but a reader that leaves (`batchmap status | head -3`) is not an error."""
+
+    def on_broken_pipe(self) -> None:
+        _quiet_broken_pipe()
+
+
 def _quiet_broken_pipe() -> NoReturn:
     # `batchmap report | head -1`: the reader left, which is fine. Point stdout at devnull so
     # the interpreter's final flush cannot complain, and exit like a shell pipeline would.
@@ -73,13 +87,33 @@ def _quiet_broken_pipe() -> NoReturn:
     sys.exit(0)
 
 
-def _setup_logging(quiet: bool, verbose: int) -> None:
+class _JsonLines(logging.Formatter):
+    """`--log-format json`: one object a line with time, level, event and message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from batchmap.progress import now_iso
+
+        return json.dumps(
+            {
+                "time": now_iso(),
+                "level": record.levelname.lower(),
+                "event": getattr(record, "event", "log"),
+                "message": record.getMessage(),
+            }
+        )
+
+
+def _setup_logging(quiet: bool, verbose: int, log_format: str = "plain") -> None:
     # -q and -v map to levels here and nowhere else.
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_JsonLines())
     # httpx logs one INFO line per request; only -vv wants that. It never logs headers.
     logging.getLogger("httpx").setLevel(logging.INFO if verbose > 1 else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)  # "Using selector: ..." is noise
 
 
 def db_option(func: F) -> F:
@@ -215,6 +249,29 @@ def fetch_options(func: F) -> F:
             hidden=True,
             help="Seconds between plain progress lines.",
         ),
+        click.option(
+            "--limit",
+            type=click.IntRange(1, None),
+            default=None,
+            help="Fetch at most N rows this run (in table order); the rest stay pending.",
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Load nothing, send nothing: print the rows, requests and time this would take.",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Exit 1 while any row of the job is failed, also from earlier runs.",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["plain", "json"]),
+            default="plain",
+            show_default=True,
+            help="json: one JSON object a line on stderr (time, level, event, counts).",
+        ),
         db_option,
         verbosity_options(requests=True),
     ]
@@ -225,6 +282,7 @@ def fetch_options(func: F) -> F:
 
 @click.group(
     cls=BatchmapGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Start with `batchmap run ids.csv` (key in IDENTIFAI_API_KEY); "
     "`batchmap COMMAND --help` shows each command's options.",
 )
@@ -279,13 +337,20 @@ def resume(retry_failed: bool, db: Path, **options: Any) -> None:
 )
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(db: Path, as_json: bool) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 while any row is failed (for cron and scripts); 0 otherwise.",
+)
+def status(db: Path, as_json: bool, check: bool) -> None:
     """Counts per state and HTTP status, frequent errors, last activity, any pause."""
     facts = read_status(db)
     if as_json:
         click.echo(json.dumps(facts, indent=2, allow_nan=False))
     else:
         _show_status(facts)
+    if check and facts["counts"].get(JobState.FAILED.value):
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command(
@@ -346,7 +411,10 @@ def verify(db: Path, repair: bool, quiet: bool, verbose: int) -> None:
     _setup_logging(quiet, verbose)
     report = Job(db).verify(repair=repair, on_progress=_verify_progress(quiet))
     _show_verify(report, repair=repair)
-    sys.exit(EXIT_OK if report.clean else EXIT_FAILED)
+    # With --repair the question is whether everything found was repaired; stray files are
+    # not the job's (listed, never touched) and do not stand between a repair and `resume`.
+    fine = report.repaired if repair else report.clean
+    sys.exit(EXIT_OK if fine else EXIT_FAILED)
 
 
 def _verify_progress(quiet: bool) -> Callable[[int, int], None] | None:
@@ -394,7 +462,12 @@ def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str
     return tuple(limits)
 
 
-@cli.command("fake-server")
+@cli.command(
+    "fake-server",
+    epilog="Example: batchmap fake-server --port 8000 --strict-ids, then paste the two "
+    "export lines it prints and run `batchmap run ids.csv --limit 10` in another shell.",
+    short_help="A local identifAI stand-in for rehearsals.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--valid-key", default="demo-key", show_default=True)
@@ -485,6 +558,12 @@ def _parse_limit(_ctx: click.Context, _param: click.Parameter, values: tuple[str
 @click.option(
     "--outage-retry-after", type=int, default=None, help="Retry-After on the outage's 503s."
 )
+@click.option(
+    "--strict-ids",
+    is_flag=True,
+    help="Answer 404 for identifiers that are not identifAI-shaped (64 lowercase hex), "
+    "as identifAI would: a wrong CSV column fails here too.",
+)
 def fake_server(
     host: str, port: int, limits: tuple[tuple[int, float], ...], no_limits: bool, **options: Any
 ) -> None:
@@ -510,7 +589,7 @@ def _configs(options: dict[str, Any]) -> tuple[Api, Pace, Output]:
     """The validated configuration objects from a fetch command's options."""
     key = options["api_key"]
     if not key:
-        raise click.UsageError("no API key: pass --api-key or set IDENTIFAI_API_KEY")
+        _fail("no API key: set IDENTIFAI_API_KEY (or pass --api-key)", EXIT_USAGE)
     api = Api(key, options["base_url"], timeout=options["timeout"], max_body=options["max_body"])
     pace = Pace(
         concurrency=options["concurrency"],
@@ -531,9 +610,14 @@ def _fetch(
     from batchmap.runner import Stop
     from batchmap.session import Prepared, fetch, prepare
 
-    _setup_logging(options["quiet"], options["verbose"])
+    _setup_logging(options["quiet"], options["verbose"], options["log_format"])
+    if options["dry_run"]:
+        _dry_run(db, options, load=load, column=column, retry_failed=retry_failed)
     api, pace, output = _configs(options)
-    mode = Mode.QUIET if options["quiet"] else Mode.LIVE if sys.stderr.isatty() else Mode.PLAIN
+    if options["log_format"] == "json":
+        mode = Mode.QUIET if options["quiet"] else Mode.JSON
+    else:
+        mode = Mode.QUIET if options["quiet"] else Mode.LIVE if sys.stderr.isatty() else Mode.PLAIN
     view = ProgressView(mode, every=options["progress_every"])
     stop = Stop()
 
@@ -554,20 +638,75 @@ def _fetch(
     # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
     with prepare(
         db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-        prefilter=options["prefilter"],
+        prefilter=options["prefilter"], limit=options["limit"],
     ) as prepared:  # fmt: skip
         try:
             result = asyncio.run(go(prepared))
         finally:
             view.close()
-    _show_summary(result)
-    sys.exit(result.exit_code)
+    if options["log_format"] == "json":
+        _log_summary(result)  # stdout stays empty: the whole log is JSON lines on stderr
+    else:
+        _show_summary(result)
+    code = result.exit_code
+    if options["strict"] and code == EXIT_OK and result.counts[JobState.FAILED]:
+        code = EXIT_FAILED
+    sys.exit(code)
+
+
+def _dry_run(
+    db: Path, options: dict[str, Any], *, load: Path | None, column: str | None, retry_failed: bool
+) -> NoReturn:
+    from batchmap.estimate import estimate
+
+    if options["max_rate"] is not None:
+        Pace(max_rate=options["max_rate"])  # the same one-line refusal as a real run
+    found = estimate(
+        db, load=load, column=column, retry_failed=retry_failed, prefilter=options["prefilter"],
+        max_rate=options["max_rate"], limit=options["limit"],
+    )  # fmt: skip
+    for line in found.lines(str(load) if load is not None else None):
+        click.echo(line)
+    sys.exit(EXIT_OK)
+
+
+def _log_summary(result: RunResult) -> None:
+    counts = {state.value: n for state, n in result.counts.items()}
+    click.echo(
+        json.dumps(
+            {
+                "time": _now_iso(),
+                "level": "info",
+                "event": "summary",
+                "exit_code": result.exit_code,
+                "interrupted": result.interrupted,
+                "elapsed_seconds": round(result.elapsed, 1),
+                "counts": counts,
+                "this_run": {s.value: n for s, n in result.tally.finished.items()},
+                "requests": result.tally.requests,
+                "rate_limited": result.tally.rate_limited,
+                "message": " ".join(_summary_lines(result)),
+            }
+        ),
+        err=True,
+    )
+
+
+def _now_iso() -> str:
+    from batchmap.progress import now_iso
+
+    return now_iso()
 
 
 def _show_summary(result: RunResult) -> None:
     from batchmap.progress import duration
 
     counts, tally = result.counts, result.tally
+    console = _Console(soft_wrap=True)
+    if _nothing_done(result):
+        for line in _summary_lines(result):
+            console.print(line, highlight=False)
+        return
     table = Table(
         title=f"batchmap: run {'interrupted' if result.interrupted else 'finished'} "
         f"after {duration(result.elapsed)}"
@@ -578,17 +717,47 @@ def _show_summary(result: RunResult) -> None:
     for state in JobState:
         if state is not JobState.RUNNING:
             table.add_row(state.value, str(counts[state]), str(tally.finished[state]))
-    console = Console(soft_wrap=True)
     console.print(table)
     console.print(
         f"{_plural(tally.requests, 'request')}, {_plural(tally.retries, 'retry')} scheduled, "
         f"{tally.rate_limited} answered 429",
         highlight=False,
     )
+    for line in _summary_lines(result):
+        console.print(line, highlight=False)
+
+
+def _nothing_done(result: RunResult) -> bool:
+    tally = result.tally
+    return not result.interrupted and not tally.requests and not sum(tally.finished.values())
+
+
+def _summary_lines(result: RunResult) -> list[str]:
+    """What the end of a run means, in a line or two (after the table, or in the JSON)."""
+    counts, tally = result.counts, result.tally
+    left = counts[JobState.PENDING] + counts[JobState.RUNNING]
+    failed = counts[JobState.FAILED]
+    if _nothing_done(result):
+        # Nothing was left to fetch: say so in one line instead of a table of zeros.
+        line = f"nothing to do: {_plural(sum(counts.values()) - left, 'row')} finished earlier"
+        if failed:
+            line += f"; {_plural(failed, 'row')} failed earlier (`batchmap report --state failed`)"
+        return [line]
+    lines = []
     if result.interrupted:
-        console.print("Stopped: unfinished rows are pending again; `batchmap resume` continues.")
-    elif counts[JobState.FAILED]:
+        lines.append("Stopped: unfinished rows are pending again; `batchmap resume` continues.")
+    elif result.limit is not None and left:
+        lines.append(
+            f"--limit {result.limit}: {_plural(left, 'row')} still pending; "
+            "`batchmap resume` fetches the rest."
+        )
+    if failed and not result.interrupted:
         hint = "Some rows failed: `batchmap report --state failed` lists them"
+        if result.failed_earlier and not tally.finished[JobState.FAILED]:
+            hint = (
+                f"{_plural(result.failed_earlier, 'row')} failed earlier "
+                "(`batchmap report --state failed`)"
+            )
         if result.retryable_failures:
             hint += (
                 f"; {result.retryable_failures} could succeed later: "
@@ -596,12 +765,22 @@ def _show_summary(result: RunResult) -> None:
             )
         else:
             hint += " (all permanent, e.g. 404: a retry would only spend quota)"
-        console.print(hint + ".", highlight=False)
+        lines.append(hint + ".")
+    return lines
 
 
 def _show_status(facts: dict[str, Any]) -> None:
-    console = Console(soft_wrap=True)
+    from batchmap.where import where_lines
+
+    console = _Console(soft_wrap=True)
     console.print(f"{facts['database']}: {facts['total']} identifiers", highlight=False)
+    for line in where_lines(
+        base_url=facts.get("base_url") or "(not chosen yet: identifAI unless --base-url)",
+        out=facts.get("out"),
+        db=Path(facts["database"]),
+        limits=facts.get("learned_limits") or [],
+    ):
+        console.print(line, highlight=False)
     table = Table()
     table.add_column("state")
     table.add_column("rows", justify="right")

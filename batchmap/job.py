@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from batchmap.config import Api, Output, Pace
-from batchmap.errors import InputError
+from batchmap.errors import BatchmapError, InputError
 from batchmap.files import Layout
 from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats
@@ -31,6 +32,7 @@ from batchmap.runner import Stop
 from batchmap.session import Progress, RunResult, load_ids, start, stored_output
 from batchmap.store import Store, check_database
 from batchmap.verify import VerifyReport, verify
+from batchmap.where import check_sources
 
 PathLike = str | os.PathLike[str]
 
@@ -51,7 +53,10 @@ class Job:
         lock, so a load never races a run.
         """
         check_database(self.db)
-        with JobLock(self.db), Store(self.db) as store:
+        if isinstance(source, str | os.PathLike):
+            with _in_api_terms():
+                check_sources(self.db, Path(source))  # no lock file for a CSV that is not there
+        with _in_api_terms(), JobLock(self.db), Store(self.db) as store:
             if isinstance(source, str | os.PathLike):
                 return load_ids(store, Path(source), column=column)
             if isinstance(source, bytes):
@@ -73,21 +78,33 @@ class Job:
         column: str | None = None,
         retry_failed: bool = False,
         prefilter: bool = True,
+        limit: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         stop: Stop | None = None,
     ) -> RunResult:
         """Fetch every unfinished row (after loading `load`, a CSV, if given); blocks.
 
-        `base_url`, `out` and `layout` default to what the job remembers from its first run.
-        Raises AuthError (401/403), ApiUnusableError (API unreachable, every first answer
-        404, a wait over `pace.max_wait`), StorageError, InputError; returns a RunResult
-        otherwise, also when stopped (`interrupted`).
+        `base_url`, `out` and `layout` default to what the job remembers from its first run;
+        `limit` fetches at most that many rows (the rest stay pending). Raises AuthError
+        (401/403), ApiUnusableError (API unreachable, every first answer 404, a wait over
+        `pace.max_wait`), StorageError, InputError; returns a RunResult otherwise, also when
+        stopped (`interrupted`). Inside a running event loop (a notebook), use
+        `await job.arun(...)`: `run` says so instead of starting.
         """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "Job.run() cannot start inside a running event loop (a notebook cell, an "
+                "async function): use `await job.arun(...)` there, with the same arguments"
+            )
         return asyncio.run(
             self.arun(
                 api_key=api_key, base_url=base_url, out=out, layout=layout, pace=pace,
                 timeout=timeout, load=load, column=column, retry_failed=retry_failed,
-                prefilter=prefilter, on_progress=on_progress, stop=stop,
+                prefilter=prefilter, limit=limit, on_progress=on_progress, stop=stop,
             )
         )  # fmt: skip
 
@@ -104,17 +121,37 @@ class Job:
         column: str | None = None,
         retry_failed: bool = False,
         prefilter: bool = True,
+        limit: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         stop: Stop | None = None,
     ) -> RunResult:
-        """`run` inside a running event loop. Cancelling the task stops the run gracefully."""
-        api = Api(api_key, base_url) if timeout is None else Api(api_key, base_url, timeout)
-        output = Output(Path(out) if out is not None else None, Layout(layout) if layout else None)
-        return await start(
-            self.db, api, pace or Pace(), output,
-            load=Path(load) if load is not None else None, column=column,
-            retry_failed=retry_failed, prefilter=prefilter, on_progress=on_progress, stop=stop,
-        )  # fmt: skip
+        """`run` inside a running event loop. Cancelling the task stops the run gracefully.
+
+        The last call of `on_progress` is the final state, the same counts as the result.
+        """
+        with _in_api_terms():
+            if limit is not None and (isinstance(limit, bool) or limit < 1):
+                raise InputError(f"limit={limit!r}: expected a whole number of rows, at least 1")
+            api = Api(api_key, base_url) if timeout is None else Api(api_key, base_url, timeout)
+            output = Output(
+                Path(out) if out is not None else None, Layout(layout) if layout else None
+            )
+            last: list[Progress] = []
+
+            def track(progress: Progress) -> None:
+                last[:] = [progress]
+                if on_progress is not None:
+                    on_progress(progress)
+
+            result = await start(
+                self.db, api, pace or Pace(), output,
+                load=Path(load) if load is not None else None, column=column,
+                retry_failed=retry_failed, prefilter=prefilter, limit=limit, on_progress=track,
+                stop=stop,
+            )  # fmt: skip
+            if on_progress is not None:
+                on_progress(_final(result, last[0] if last else None))
+            return result
 
     def status(self) -> dict[str, Any]:
         """The facts `batchmap status --json` prints: counts, errors, pauses, the timeline."""
@@ -129,6 +166,7 @@ class Job:
         fetches only them) and drops partial files; it takes the job lock to do so.
         """
         check_database(self.db)
+        check_sources(self.db, None)  # no lock file beside a job that does not exist
         with contextlib.ExitStack() as stack:
             if repair:
                 stack.enter_context(JobLock(self.db))
@@ -141,6 +179,59 @@ class Job:
         selected = JobState(state) if state is not None else None
         with Store(self.db, create=False) as store:
             yield from store.rows(state=selected)
+
+
+def _final(result: RunResult, last: Progress | None) -> Progress:
+    """The run's end as a Progress: the result's counts, nothing pending that is not."""
+    counts, tally = result.counts, result.tally
+    return Progress(
+        done=counts[JobState.DONE], no_heatmap=counts[JobState.NO_HEATMAP],
+        failed=counts[JobState.FAILED],
+        pending=counts[JobState.PENDING] + counts[JobState.RUNNING], total=sum(counts.values()),
+        rate=last.rate if last else 0.0, pacer_rate=last.pacer_rate if last else None,
+        eta=0.0, pause=None, requests=tally.requests, retries=tally.retries,
+        rate_limited=tally.rate_limited, last_error=tally.last_error,
+        stopping=result.interrupted, in_flight=0,
+    )  # fmt: skip
+
+
+# The library's arguments for the CLI's options: an error raised under `Job` names these.
+_API_TERMS = {
+    "--api-key or IDENTIFAI_API_KEY": "api_key",
+    "--api-key": "api_key",
+    "--base-url": "base_url",
+    "--outage-limit": "pace.outage_limit",
+    "--max-wait": "pace.max_wait",
+    "--max-rate": "pace.max_rate",
+    "--max-attempts": "pace.max_attempts",
+    "--backoff-base": "pace.backoff_base",
+    "--concurrency": "pace.concurrency",
+    "--timeout": "timeout",
+    "--max-body": "max_body",
+    "--layout": "layout",
+    "--column": "column",
+    "--out": "out",
+    "--no-prefilter": "prefilter=False",
+}
+_FLAG = re.compile("|".join(re.escape(flag) for flag in _API_TERMS) + r"(?![\w-])")
+
+
+def in_api_terms(message: str) -> str:
+    """A CLI-worded message with each option named as the Python API's argument."""
+    return _FLAG.sub(lambda match: _API_TERMS[match.group(0)], message)
+
+
+@contextlib.contextmanager
+def _in_api_terms() -> Iterator[None]:
+    """Re-raise batchmap's errors (same class, same exit code) worded for the API's caller."""
+    try:
+        yield
+    except BatchmapError as error:
+        text = str(error)
+        worded = in_api_terms(text)
+        if worded == text:
+            raise
+        raise type(error)(worded) from error
 
 
 class _Cleaned:

@@ -96,7 +96,9 @@ class MinuteLog:
 
 def _short_reason(reason: str) -> str:
     """A pause reason without its changing details: 'rate limited (429)', 'API unreachable'."""
-    for prefix in ("API unreachable", "rate limited", "server asked to wait", "quota of"):
+    if reason.startswith("quota of"):  # "quota of 60 per 60.0s": which limit, not "quota of"
+        return reason.split(" used up", 1)[0]
+    for prefix in ("API unreachable", "rate limited", "server asked to wait"):
         if reason.startswith(prefix):
             return prefix
     return reason.split(" (", 1)[0][:60] or "paused"

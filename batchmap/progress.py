@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from rich.console import Console, Group
@@ -19,7 +21,8 @@ class Mode(StrEnum):
     """How progress is shown."""
 
     LIVE = "live"  # a terminal: a panel redrawn in place
-    PLAIN = "plain"  # a pipe, a log file, CI: one line at a steady interval
+    PLAIN = "plain"  # a pipe, a log file, CI: one line at a steady interval, with its time
+    JSON = "json"  # `--log-format json`: one JSON object a line, at the same interval
     QUIET = "quiet"
 
 
@@ -38,16 +41,25 @@ class ProgressView:
         self._last = progress
         if self.mode is Mode.QUIET:
             return
-        if self.mode is Mode.PLAIN:
+        if self.mode in (Mode.PLAIN, Mode.JSON):
             now = time.monotonic()
             if now - self._last_line >= self.every:
                 self._last_line = now
-                self.console.print(plain_line(progress), highlight=False, soft_wrap=True)
+                self._line(progress)
             return
         if self._live is None:
             self._live = Live(console=self.console, refresh_per_second=4, transient=True)
             self._live.start()
         self._live.update(panel(progress))
+
+    def _line(self, progress: Progress) -> None:
+        if self.mode is Mode.JSON:
+            self.console.file.write(json_line(progress) + "\n")
+            self.console.file.flush()
+        else:
+            self.console.print(
+                f"{now_iso()} {plain_line(progress)}", highlight=False, soft_wrap=True
+            )
 
     def stopping(self, *, force: bool) -> None:
         """Say at once what a Ctrl-C does, before the slow requests in flight end."""
@@ -61,6 +73,15 @@ class ProgressView:
             )
         if self._live is not None:
             self._live.console.print(message, style="yellow", highlight=False)
+        elif self.mode is Mode.JSON:
+            record = {
+                "time": now_iso(),
+                "level": "warning",
+                "event": "stopping",
+                "message": message,
+            }
+            self.console.file.write(json.dumps(record) + "\n")
+            self.console.file.flush()
         else:
             self.console.print(message, highlight=False)
 
@@ -69,6 +90,35 @@ class ProgressView:
         if self._live is not None:
             self._live.stop()
             self._live = None
+
+
+def now_iso() -> str:
+    """The wall-clock time as 2026-12-04T12:30:05Z, for log lines."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def json_line(snap: Progress, *, event: str = "progress") -> str:
+    """One JSON object: time, level, event and the run's counts."""
+    return json.dumps(
+        {
+            "time": now_iso(),
+            "level": "info",
+            "event": event,
+            "finished": snap.finished,
+            "total": snap.total,
+            "done": snap.done,
+            "no_heatmap": snap.no_heatmap,
+            "failed": snap.failed,
+            "pending": snap.pending,
+            "rate": round(snap.rate, 3),
+            "eta_seconds": None if snap.eta is None else round(snap.eta),
+            "requests": snap.requests,
+            "retries": snap.retries,
+            "rate_limited": snap.rate_limited,
+            "pause": snap.pause,
+        },
+        allow_nan=False,
+    )
 
 
 def duration(seconds: float | None) -> str:

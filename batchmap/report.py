@@ -97,16 +97,21 @@ def status_facts(store: Store, *, now: float | None = None, story: bool = True) 
             if paused_until > moment
             else None
         ),
-        "learned_limits": _learned_limits(pacer.get("windows")),
+        "learned_limits": learned_limits(pacer.get("windows")),
+        "base_url": store.get_meta("base_url"),
         "pacer_rate": timeline.finite(pacer.get("rate")),
     }
     if story:
         remaining = counts[JobState.PENDING] + counts[JobState.RUNNING]
-        facts.update(story_facts(read_history(store), remaining=remaining, now=moment))
+        resolved = sum(counts.values()) - remaining
+        facts.update(
+            story_facts(read_history(store), remaining=remaining, now=moment, resolved=resolved)
+        )
     return facts
 
 
-def _learned_limits(windows: Any) -> list[dict[str, Any]]:
+def learned_limits(windows: Any) -> list[dict[str, Any]]:
+    """The fixed windows a pacer state saved, as `{limit, window_seconds}`, fewest first."""
     limits = []
     for limit, window in (windows or {}).items() if isinstance(windows, Mapping) else ():
         count, seconds = timeline.finite(_number(limit)), timeline.finite(window)
@@ -122,8 +127,14 @@ def _number(text: Any) -> float | None:
         return None
 
 
-def story_facts(history: History, *, remaining: int, now: float) -> dict[str, Any]:
-    """The timeline's story for `status`: last 24 hours, stalls, requests, ETA, runs, verdicts."""
+def story_facts(
+    history: History, *, remaining: int, now: float, resolved: int | None = None
+) -> dict[str, Any]:
+    """The timeline's story for `status`: last 24 hours, stalls, requests, ETA, runs, verdicts.
+
+    `resolved`: rows of the job in a final state, each counted once (the timeline counts a
+    row fetched again twice); requests per resolved identifier divide by it.
+    """
     minutes = history.minutes
     day = timeline.last_hours(minutes, now=now, hours=24)
     per_hour = [b.finished for b in day]
@@ -137,7 +148,8 @@ def story_facts(history: History, *, remaining: int, now: float) -> dict[str, An
         key=lambda span: span.start,
     )
     sums = timeline.totals(minutes)
-    per_finished = sums.requests_per_finished
+    finished = sums.finished if resolved is None else resolved
+    per_finished = sums.requests / finished if finished else None
     estimate = timeline.eta(minutes, remaining=remaining)
     return {
         "last_24h": {
@@ -151,7 +163,7 @@ def story_facts(history: History, *, remaining: int, now: float) -> dict[str, An
             "classification": sums.classification_requests,
             "rate_limited": sums.answers.get("rate_limited", 0),
             "rate_limited_share": round(sums.rate_limited_share, 4),
-            "finished": sums.finished,
+            "finished": finished,
             "per_resolved_identifier": None if per_finished is None else round(per_finished, 3),
         },
         "eta": _eta_facts(estimate, now=now),
@@ -243,11 +255,20 @@ def write_timeline_csv(minutes: Iterable[Mapping[str, Any]], handle: TextIO) -> 
 
 
 def _cell(value: Any) -> Any:
+    # Seconds to a tenth and rates to a thousandth: 12.300000000000001 is noise in a sheet.
+    if isinstance(value, dict):
+        value = {key: _rounded(item) for key, item in value.items()}
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, separators=(",", ":"), allow_nan=False)
     if isinstance(value, float) and not math.isfinite(value):
         return ""
-    return "" if value is None else value
+    return "" if value is None else _rounded(value)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 1) if abs(value) >= 1 else round(value, 3)
+    return value
 
 
 def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO) -> int:

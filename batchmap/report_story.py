@@ -8,129 +8,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
 from batchmap import timeline
-from batchmap.timeline import Bucket, History, Span
+from batchmap.report_charts import (
+    bar_step,
+    progress_chart,
+    progress_points,
+    rate_chart,
+    step_words,
+    time_axis,
+)
+from batchmap.timeline import History
 
-WIDTH = 1000
-HEIGHT = 200
-LEFT, RIGHT, TOP, BOTTOM = 52, 8, 10, 22
-X_LABELS = 6
 MAX_STALLS = 30  # outages and long pauses listed under the charts (the newest)
-HOUR_BARS = 360  # the whole-job chart merges hours beyond this many bars
-RUN_MINUTES = 720  # the last-run chart shows at most its last 12 hours, minute by minute
-
-
-def bar_chart(
-    series: Sequence[Bucket],
-    *,
-    spans: Sequence[Span] = (),
-    ceiling_per_minute: float | None = None,
-    label: str,
-) -> str:
-    """Finishes as bars and requests as a line per bucket, stalls shaded behind them.
-
-    `ceiling_per_minute` (the tightest learned limit) is drawn as a dashed line, so a job
-    that ran at the ceiling shows requests hugging it.
-    """
-    if not series:
-        return ""
-    t0 = series[0].start
-    t1 = series[-1].start + series[-1].seconds
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    step = series[0].seconds
-    ceiling = None if ceiling_per_minute is None else ceiling_per_minute * step / 60
-    top = max(max(b.finished for b in series), max(b.requests for b in series), ceiling or 0)
-    top = _nice(top)
-
-    def x(t: float) -> float:
-        return LEFT + (t - t0) / (t1 - t0) * plot_w
-
-    def y(v: float) -> float:
-        return TOP + plot_h - v / top * plot_h
-
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(label)}">'
-    ]
-    for span in spans:
-        left, right = max(span.start, t0), min(span.end, t1)
-        if right <= left:
-            continue
-        parts.append(
-            f'<rect class="{span.kind}" x="{x(left):.1f}" y="{TOP}" '
-            f'width="{max(1.0, x(right) - x(left)):.1f}" height="{plot_h}">'
-            f"<title>{escape(span.describe())}</title></rect>"
-        )
-    for fraction in (0.5, 1.0):
-        gy = y(top * fraction)
-        parts.append(
-            f'<line class="grid" x1="{LEFT}" y1="{gy:.1f}" x2="{WIDTH - RIGHT}" y2="{gy:.1f}"/>'
-        )
-        parts.append(
-            f'<text x="{LEFT - 6}" y="{gy + 4:.1f}" text-anchor="end">'
-            f"{_count(top * fraction)}</text>"
-        )
-    base = TOP + plot_h
-    parts.append(f'<line class="axis" x1="{LEFT}" y1="{base}" x2="{WIDTH - RIGHT}" y2="{base}"/>')
-    width = plot_w / len(series)
-    gap = 1.0 if width > 3 else 0.0
-    for bucket in series:
-        if bucket.finished <= 0:
-            continue
-        bx, by = x(bucket.start), y(bucket.finished)
-        parts.append(
-            f'<rect class="fin" x="{bx:.1f}" y="{by:.1f}" width="{max(0.5, width - gap):.2f}" '
-            f'height="{base - by:.1f}"><title>{escape(_tooltip(bucket))}</title></rect>'
-        )
-    points = " ".join(f"{x(b.start + b.seconds / 2):.1f},{y(b.requests):.1f}" for b in series)
-    parts.append(f'<polyline class="req" points="{points}"/>')
-    if ceiling is not None:
-        cy = y(ceiling)
-        parts.append(
-            f'<line class="ceil" x1="{LEFT}" y1="{cy:.1f}" x2="{WIDTH - RIGHT}" y2="{cy:.1f}">'
-            f"<title>learned limit: {_count(ceiling)} requests per bar</title></line>"
-        )
-    for i in range(X_LABELS + 1):
-        t = t0 + (t1 - t0) * i / X_LABELS
-        anchor = "start" if i == 0 else "end" if i == X_LABELS else "middle"
-        parts.append(
-            f'<text x="{x(t):.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}">'
-            f"{_clock(t, t1 - t0)}</text>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _nice(value: float) -> float:
-    """The axis top: 1, 2 or 5 times a power of ten, at least `value`."""
-    if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    for factor in (1, 2, 5, 10):
-        if factor * power >= value:
-            return float(factor * power)
-    return float(10 * power)
-
-
-def _count(value: float) -> str:
-    return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
-
-
-def _clock(t: float, extent: float) -> str:
-    moment = datetime.fromtimestamp(t, UTC)
-    if extent <= 2 * 86400:
-        return moment.strftime("%H:%M")
-    return moment.strftime("%b %d %H:%M")
-
-
-def _tooltip(bucket: Bucket) -> str:
-    start = datetime.fromtimestamp(bucket.start, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    limited = f", {bucket.rate_limited:,} answered 429" if bucket.rate_limited else ""
-    return f"{start}: {bucket.finished:,} finished, {bucket.requests:,} requests{limited}"
+RUN_MINUTES = 720  # the last-run chart shows at most its last 12 hours
 
 
 # -- the run's story -------------------------------------------------------------------------
@@ -148,67 +41,109 @@ def story_section(history: History, facts: dict[str, Any], *, now: float) -> str
         return "".join(parts)
     runs = timeline.run_summaries(history.runs, minutes)
     sums = timeline.totals(minutes)
-    remaining = int((facts.get("counts") or {}).get("pending", 0)) + int(
-        (facts.get("counts") or {}).get("running", 0)
+    counts = {str(k): int(v) for k, v in (facts.get("counts") or {}).items()}
+    remaining = counts.get("pending", 0) + counts.get("running", 0)
+    total = sum(counts.values())
+    resolved = total - remaining if counts else sums.finished
+    parts.append(
+        _metrics(sums, timeline.eta(minutes, remaining=remaining), now=now, resolved=resolved)
     )
-    parts.append(_metrics(sums, timeline.eta(minutes, remaining=remaining), now=now))
-    parts.append(_answers_bar(sums))
+    parts.append(_answers_bar(sums, prefilter_decided=_prefilter_decided(facts)))
     stalls = timeline.stall_spans(minutes)
     idle = timeline.idle_spans(runs, now=now)
     ceiling = timeline.ceiling_per_minute(
         timeline.latest_limits(minutes) or facts.get("learned_limits") or []
     )
     parts.append(_legend(has_ceiling=ceiling is not None))
-    pairs = timeline.timed(minutes)
-    if pairs:
-        start = min([pairs[0][0], *(r.started for r in runs if r.started is not None)])
-        hours = timeline.buckets(
-            minutes, step=timeline.HOUR, start=start, end=max(now, pairs[-1][0])
-        )
-        hourly = timeline.coarsen(hours, most=HOUR_BARS)
-        per = (
-            "hour"
-            if hourly[0].seconds <= timeline.HOUR
-            else timeline.human_seconds(hourly[0].seconds)
-        )
-        parts.append(f"<h3>Finishes per {per} over the whole job</h3>\n")
-        wide = [s for s in stalls if s.kind == "outage" or s.end - s.start >= hourly[0].seconds / 2]
+    points = progress_points(runs, minutes, total=total)
+    if points:
+        axis = time_axis(points[0][0], max(t for t, _ in points))
+        began = timeline.iso(axis.start).replace("T", " ").replace("Z", " UTC")
+        shaded = [*idle, *stalls]
         parts.append(
-            bar_chart(
-                hourly,
-                spans=[*idle, *wide],
-                ceiling_per_minute=ceiling,
-                label=f"finishes per {per} over the whole job",
+            f"<h3>Rows finished so far, over the job's {timeline.human_seconds(axis.span)} "
+            f"(from {began})</h3>\n"
+        )
+        parts.append(
+            progress_chart(
+                points,
+                total=total,
+                axis=axis,
+                spans=shaded,
+                label="rows finished so far over the whole job",
             )
         )
-        parts.append(_last_run_chart(history, stalls, ceiling))
+        step = bar_step(axis.span)
+        per = step_words(step)
+        series = timeline.buckets(minutes, step=step, start=axis.start, end=axis.end)
+        wide = [s for s in stalls if s.kind == "outage" or s.end - s.start >= step / 2]
+        parts.append(f"<h3>Rows finished per {per} over the whole job</h3>\n")
+        parts.append(
+            rate_chart(
+                series,
+                axis=axis,
+                spans=[*idle, *wide],
+                ceiling_per_minute=ceiling,
+                label=f"rows finished per {per} over the whole job",
+            )
+        )
+        if step > timeline.MINUTE:  # otherwise the whole job is already drawn minute by minute
+            parts.append(_last_run_chart(history, runs, stalls, ceiling))
     parts.append(_stalls_list([s for s in [*stalls, *idle] if timeline.worth_listing(s)]))
     parts.append(_runs_table(runs))
     parts.append("</div>\n</section>\n")
     return "".join(parts)
 
 
+def _prefilter_decided(facts: dict[str, Any]) -> int:
+    """Rows the classifications prefilter ended `no_heatmap`: those without a 204 of their own."""
+    counts = facts.get("counts") or {}
+    by_status = facts.get("http_status") or {}
+    return max(0, int(counts.get("no_heatmap", 0)) - int(by_status.get("204", 0)))
+
+
 def _last_run_chart(
-    history: History, stalls: Sequence[timeline.Span], ceiling: float | None
+    history: History,
+    runs: Sequence[timeline.RunSummary],
+    stalls: Sequence[timeline.Span],
+    ceiling: float | None,
 ) -> str:
-    run_id, rows = timeline.last_run_minutes(history.minutes, history.runs)
+    """The newest run that did any work, in more detail; nothing when only one run did."""
+    working: dict[int, list[dict[str, Any]]] = {}
+    for _, row in timeline.timed(history.minutes):
+        if timeline._int(row, "requests") or timeline._int(row, "finished"):
+            working.setdefault(timeline._int(row, "run_id"), []).append(dict(row))
+    if len(working) < 2:
+        return ""  # the whole-job charts already show the one run that worked
+    run_id = max(working)
+    rows = [dict(r) for r in history.minutes if timeline._int(r, "run_id") == run_id]
     pairs = timeline.timed(rows)
-    if not pairs:
-        return ""
+    run = next((r for r in runs if r.run_id == run_id), None)
+    start = pairs[0][0] if run is None or run.started is None else run.started
     end = pairs[-1][0] + timeline.MINUTE
-    start = max(pairs[0][0], end - RUN_MINUTES * timeline.MINUTE)
-    series = timeline.buckets(rows, step=timeline.MINUTE, start=start, end=end)
-    span_text = "" if start == pairs[0][0] else f" (its last {RUN_MINUTES // 60} hours)"
-    return f"<h3>Finishes per minute in the last run (run {run_id}){span_text}</h3>\n" + bar_chart(
-        series,
-        spans=stalls,
-        ceiling_per_minute=ceiling,
-        label=f"finishes per minute in run {run_id}",
+    if run is not None and run.ended is not None:
+        end = max(run.ended, start + 1)
+    start = max(start, end - RUN_MINUTES * timeline.MINUTE)
+    axis = time_axis(start, end)
+    step = bar_step(axis.span)
+    per = step_words(step)
+    series = timeline.buckets(rows, step=step, start=start, end=end)
+    capped = " (its last 12 hours)" if end - start >= RUN_MINUTES * timeline.MINUTE else ""
+    return (
+        f"<h3>Rows finished per {per} in run {run_id}, the last run that fetched{capped}</h3>\n"
+        + rate_chart(
+            series,
+            axis=axis,
+            spans=stalls,
+            ceiling_per_minute=ceiling,
+            label=f"rows finished per {per} in run {run_id}",
+        )
     )
 
 
 def _legend(*, has_ceiling: bool) -> str:
     items = [
+        ('<i class="line" style="--c: var(--cum)"></i>rows finished so far', True),
         ('<i style="--c: var(--bar)"></i>rows finished', True),
         ('<i class="line" style="--c: var(--req)"></i>requests sent', True),
         ('<i class="dash" style="--c: var(--ceiling)"></i>learned rate limit', has_ceiling),
@@ -220,8 +155,11 @@ def _legend(*, has_ceiling: bool) -> str:
     return f'<p class="legend">{body} <span>(hover a bar or a shaded span for details)</span></p>\n'
 
 
-def _metrics(sums: timeline.Totals, estimate: timeline.Eta | None, *, now: float) -> str:
+def _metrics(
+    sums: timeline.Totals, estimate: timeline.Eta | None, *, now: float, resolved: int
+) -> str:
     share = sums.rate_limited_share
+    per_resolved = sums.requests / resolved if resolved else None
     limited = sums.answers.get("rate_limited", 0)
     cells = [
         (
@@ -232,10 +170,8 @@ def _metrics(sums: timeline.Totals, estimate: timeline.Eta | None, *, now: float
         ),
         (
             "requests per resolved identifier",
-            "&ndash;"
-            if sums.requests_per_finished is None
-            else f"{sums.requests_per_finished:.2f}",
-            f"{sums.requests:,} requests, {sums.finished:,} rows resolved (final state)"
+            "&ndash;" if per_resolved is None else f"{per_resolved:.2f}",
+            f"{sums.requests:,} requests, {resolved:,} rows resolved (final state)"
             + (
                 f", {sums.classification_requests:,} classification requests"
                 if sums.classification_requests
@@ -289,22 +225,41 @@ def _rows(n: int) -> str:
     return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
-def _answers_bar(sums: timeline.Totals) -> str:
-    total = sum(sums.answers.values())
-    if not total:
+def _answers_bar(sums: timeline.Totals, *, prefilter_decided: int = 0) -> str:
+    """Heatmap requests by answer; rows the prefilter decided are said apart, not as 204s."""
+    answers = dict(sums.answers)
+    # The timeline counts a prefilter decision in its no_heatmap class: take those out.
+    answers["no_heatmap"] = max(0, answers.get("no_heatmap", 0) - prefilter_decided)
+    total = sum(answers.values())
+    if not total and not prefilter_decided:
         return ""
     spans, legend = [], []
     for key, label in timeline.ANSWER_CLASSES:
-        n = sums.answers.get(key, 0)
+        n = answers.get(key, 0)
         if not n:
             continue
         tip = f"{label}: {n:,} ({_percent(n / total)})"
         spans.append(f'<span style="--c: var(--a-{key}); flex: {n} 1 0" title="{tip}"></span>')
         legend.append(f'<span><i style="--c: var(--a-{key})"></i>{tip}</span>')
-    return (
-        '<h3>Answers by kind</h3>\n<div class="bar tall" role="img" aria-label="answers by kind">'
+    bar = (
+        '<div class="bar tall" role="img" aria-label="heatmap requests by answer">'
         + "".join(spans)
         + f'</div>\n<p class="legend">{"".join(legend)}</p>\n'
+        if total
+        else ""
+    )
+    note = ""
+    if prefilter_decided:
+        asked = sums.classification_requests
+        note = (
+            f'<p class="note">decided by the classifications prefilter: '
+            f"{_rows(prefilter_decided)} without a heatmap, no heatmap request spent"
+            + (f" ({asked:,} classification request{'s' * (asked != 1)} in all)" if asked else "")
+            + "</p>\n"
+        )
+    return (
+        '<h3>Heatmap requests by answer</h3>\n<p class="note">every request, so a row '
+        "fetched again answers again</p>\n" + bar + note
     )
 
 

@@ -8,6 +8,7 @@ refused here), then the CSV, then recovery of a killed run, then the fetching.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -39,6 +40,7 @@ from batchmap.prefilter import META_KEY as PREFILTER_KEY
 from batchmap.prefilter import remembered_unavailable
 from batchmap.runner import Runner, RunSettings, Stop, Tally
 from batchmap.store import Store, check_database
+from batchmap.where import check_sources, say_where
 
 log = logging.getLogger("batchmap")
 
@@ -81,14 +83,24 @@ class RunResult:
     interrupted: bool
     elapsed: float  # seconds
     retryable_failures: int  # failed rows that `resume --retry-failed` could still win
+    limit: int | None = None  # at most this many rows were fetched (`--limit`)
 
     @property
     def exit_code(self) -> int:
-        """The README's exit codes: 130 interrupted, 1 rows failed, 0 all done or no_heatmap."""
+        """About this run only: 130 interrupted, 1 rows failed in this run, 0 otherwise.
+
+        Rows that failed in an earlier run do not make a later run fail (`failed_earlier`).
+        """
         if self.interrupted:
             return EXIT_INTERRUPTED
         unfinished = self.counts[JobState.PENDING] + self.counts[JobState.RUNNING]
-        return EXIT_FAILED if self.counts[JobState.FAILED] or unfinished else EXIT_OK
+        failed_now = self.tally.finished[JobState.FAILED]
+        return EXIT_FAILED if failed_now or (unfinished and self.limit is None) else EXIT_OK
+
+    @property
+    def failed_earlier(self) -> int:
+        """Failed rows of the table that this run did not fail."""
+        return self.counts[JobState.FAILED] - self.tally.finished[JobState.FAILED]
 
 
 @dataclass(slots=True)
@@ -101,6 +113,7 @@ class Prepared:
     settings: RunSettings
     run_id: int
     exit_code: int = EXIT_FAILED
+    limit: int | None = None
 
 
 @contextmanager
@@ -114,6 +127,7 @@ def prepare(
     column: str | None = None,
     retry_failed: bool = False,
     prefilter: bool = True,
+    limit: int | None = None,
 ) -> Iterator[Prepared]:
     """Everything before the first request, synchronous, under the job lock.
 
@@ -126,6 +140,7 @@ def prepare(
     if api.base_url is not None:
         check_base_url(api.base_url)
     check_database(db)  # refuse another program's file before the lock file appears beside it
+    check_sources(db, load)  # nor beside a job that does not exist, or for a CSV that does not
     with JobLock(db), Store(db, create=load is not None) as store:
         store.check_integrity()
         out, layout = resolve_output(store, output)
@@ -142,6 +157,9 @@ def prepare(
         remove_partials(out)
         if retry_failed:
             store.retry_failed()
+        if limit is not None:
+            store.limit_to(limit)
+        say_where(store, base_url, out, db)
         use_prefilter = prefilter and _prefilter_wanted(store, base_url)
         settings = RunSettings(
             out=out, layout=layout, pace=pace, timeout=api.timeout, max_body=api.max_body,
@@ -150,9 +168,9 @@ def prepare(
         options = {
             "base_url": base_url, "out": str(out), "layout": layout.value,
             "concurrency": pace.concurrency, "max_rate": pace.max_rate,
-            "prefilter": use_prefilter, "retry_failed": retry_failed,
+            "prefilter": use_prefilter, "retry_failed": retry_failed, "limit": limit,
         }  # fmt: skip
-        prepared = Prepared(store, key, base_url, settings, store.start_run(options))
+        prepared = Prepared(store, key, base_url, settings, store.start_run(options), limit=limit)
         try:
             yield prepared
         except BatchmapError as error:
@@ -176,6 +194,7 @@ async def fetch(
         prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
         on_progress, stop,
     )  # fmt: skip
+    result = dataclasses.replace(result, limit=prepared.limit)
     prepared.exit_code = result.exit_code
     return result
 
@@ -190,13 +209,14 @@ async def start(
     column: str | None = None,
     retry_failed: bool = False,
     prefilter: bool = True,
+    limit: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop: Stop | None = None,
 ) -> RunResult:
     """Prepare and fetch in one call (the library's `arun`)."""
     with prepare(
         db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-        prefilter=prefilter,
+        prefilter=prefilter, limit=limit,
     ) as prepared:  # fmt: skip
         return await fetch(prepared, on_progress=on_progress, stop=stop)
 

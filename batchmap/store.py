@@ -451,6 +451,7 @@ class Store:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        self._upto = ""  # `--limit`: claim and ask only rows up to a rowid (see limit_to)
         inspection = _inspect(path)
         if inspection.kind in (Kind.FOREIGN, Kind.NEWER):
             raise _refusal(path, inspection)
@@ -655,7 +656,7 @@ class Store:
             rows = self.conn.execute(
                 "UPDATE jobs SET state = 'running', updated_at = ? WHERE rowid IN "
                 "(SELECT rowid FROM jobs INDEXED BY jobs_state "
-                f"WHERE state = 'pending'{asked} ORDER BY rowid LIMIT ?) "
+                f"WHERE state = 'pending'{asked}{self._upto} ORDER BY rowid LIMIT ?) "
                 "RETURNING rowid, identifier, attempts",
                 (now_iso(), limit),
             ).fetchall()
@@ -748,6 +749,16 @@ class Store:
         return cursor.rowcount
 
     @_guarded
+    def limit_to(self, count: int) -> None:
+        """From now on claim and ask only the first `count` pending rows (`run --limit`)."""
+        row = self.conn.execute(
+            "SELECT max(rowid) FROM (SELECT rowid FROM jobs INDEXED BY jobs_state "
+            "WHERE state = 'pending' ORDER BY rowid LIMIT ?)",
+            (count,),
+        ).fetchone()
+        self._upto = f" AND rowid <= {int(row[0] or 0)}"
+
+    @_guarded
     def retryable_failures(self) -> int:
         """Failed rows a later retry could still win (5xx, timeouts), not permanent 4xx."""
         row = self.conn.execute(
@@ -762,7 +773,7 @@ class Store:
         """Up to `limit` pending rows never asked about, in rowid order; not claimed."""
         rows = self.conn.execute(
             "SELECT rowid, identifier, attempts FROM jobs INDEXED BY jobs_unasked "
-            "WHERE state = 'pending' AND asked_at IS NULL ORDER BY rowid LIMIT ?",
+            f"WHERE state = 'pending' AND asked_at IS NULL{self._upto} ORDER BY rowid LIMIT ?",
             (limit,),
         ).fetchall()
         return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]

@@ -71,6 +71,17 @@ class VerifyReport:
         return self.missing + self.changed + self.stray + self.partials
 
     @property
+    def repaired(self) -> bool:
+        """After a repair: every missing or changed row is pending again, every partial gone.
+
+        Stray files are not the job's: listed, never touched, and no reason to fail a repair.
+        """
+        return (
+            self.returned_to_pending >= self.missing + self.changed
+            and self.partials_removed >= self.partials
+        )
+
+    @property
     def clean(self) -> bool:
         """Whether every done row has its exact file and nothing else of ours lies around."""
         return self.problems == 0

@@ -214,10 +214,16 @@ def test_rerun_load_and_resume_of_a_finished_table_send_no_request_and_change_no
     loaded = workspace.cli("load", csv_path, "--db", workspace.db)
     assert loaded.code == 0, loaded.output
     assert "20 identifiers read, 0 added, 20 already known or duplicate" in loaded.stderr
+    # Exit codes are about this invocation: last run's 404s do not fail a run that had
+    # nothing to do (a nightly cron can tell a new failure from last month's), unless --strict.
     second = workspace.run(csv_path, shared_fake)
-    assert second.code == 1, second.output
+    assert second.code == 0, second.output
+    nothing = "nothing to do: 20 rows finished earlier; 2 rows failed earlier"
+    assert nothing in second.stdout
     resumed = workspace.resume(shared_fake)
-    assert resumed.code == 1, resumed.output
+    assert resumed.code == 0, resumed.output
+    assert nothing in resumed.stdout
+    assert workspace.resume(shared_fake, "--strict").code == 1
     assert requests_for(shared_fake, ids) == once_each(ids)
     assert workspace.rows() == finished  # not even a timestamp moved
 
@@ -589,3 +595,55 @@ def test_a_second_run_on_the_same_database_is_refused_naming_the_first(
     assert finished.code == 1, finished.output
     check_final_states(workspace.rows(), ids, workspace.out)
     assert requests_for(slow_server, ids) == once_each(ids)
+
+
+# --------------------------------------------------------------------------- try before you spend
+
+
+def test_limit_fetches_at_most_n_rows_and_asks_only_about_them(
+    workspace: Workspace, shared_fake: FakeServer
+) -> None:
+    ids = make_ids("limit", ok=230, no_heatmap=20)
+    first = workspace.run(workspace.csv(ids), shared_fake, "--limit", "10")
+    assert first.code == 0, first.output
+    assert "--limit 10: 240 rows still pending; `batchmap resume` fetches the rest" in first.stdout
+    rows = workspace.rows()
+    touched = {i for i in ids if rows[i]["state"] != "pending"}
+    assert len(touched) == 10
+    asked = {i for i, row in rows.items() if row["asked_at"] is not None}
+    assert asked == touched  # the prefilter asked only about the first 10, not 100
+    fetched = {i for i, n in requests_for(shared_fake, ids).items() if n}
+    assert fetched <= touched and len(fetched) <= 10
+    rest = workspace.resume(shared_fake)
+    assert rest.code == 0 and {row["state"] for row in workspace.rows().values()} == {
+        "done", "no_heatmap"
+    }  # fmt: skip
+
+
+def test_dry_run_loads_nothing_sends_nothing_and_prints_the_cost(
+    workspace: Workspace, fake_server_factory: Callable[..., FakeServer]
+) -> None:
+    server = fake_server_factory("--no-limits")
+    ids = make_ids("dry", ok=900, no_heatmap=100)
+    csv_path = workspace.csv(ids)
+    fresh = workspace.run(csv_path, server, "--dry-run")
+    assert fresh.code == 0, fresh.output
+    assert not workspace.db.exists() and not workspace.out.exists()
+    assert server.stats()["requests"] == 0
+    assert "rows to fetch: 1,000 (1,000 new from ids.csv, 0 unfinished in the job)" in fresh.stdout
+    assert "without the prefilter: 1,000 heatmap requests, 16m40s" in fresh.stdout
+    assert "with the prefilter: 10 classification requests + at most 1,000" in fresh.stdout
+    assert "2 per 1 s, 60 per 60 s (about 1.00/s), identifAI's documented limits" in fresh.stdout
+
+    # Without a key too: an estimate spends nothing. A known job: only its unfinished rows.
+    assert workspace.run(csv_path, server, "--limit", "200").code == 0
+    before = workspace.rows()
+    again = workspace.cli(*workspace.fetch_args(["resume"], server, "--dry-run"), env=cli_env())
+    assert again.code == 0, again.output
+    assert "rows to fetch: 800 (800 unfinished in the job)" in again.stdout
+    assert re.search(
+        r"with the prefilter: 8 classification requests \+ about [\d,]+ heatmap requests "
+        r"\(\d+% of this job's finished rows had no heatmap\)",
+        again.stdout,
+    ), again.stdout
+    assert workspace.rows() == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import math
@@ -179,6 +180,25 @@ def test_answers_follow_expected_status() -> None:
     assert got_empty.status_code == 204 and got_empty.content == b""
     assert got_unknown.status_code == 404
     assert got_unknown.json() == {"error": "Image not found"}
+
+
+def test_strict_ids_answers_404_for_identifiers_identifai_would_never_issue() -> None:
+    hexes = [i for i in (hashlib.sha256(str(n).encode()).hexdigest() for n in range(40))
+             if expected_status(i) == 200][:1]  # fmt: skip
+    photo = next(i for i in (f"Photo {n:03}.jpg" for n in range(99)) if expected_status(i) == 200)
+
+    async def scenario(_: FakeServer, client: httpx.AsyncClient) -> list[httpx.Response]:
+        asked = await client.get(
+            "/api/classifications", params={"identifiers[]": [hexes[0], photo]}, headers=KEY
+        )
+        return [await client.get(url_of(i), headers=KEY) for i in (hexes[0], photo)] + [asked]
+
+    strict = dataclasses.replace(NO_LIMITS, strict_ids=True)
+    got_hex, got_photo, asked = with_server(strict, scenario)
+    assert got_hex.status_code == 200 and got_photo.status_code == 404
+    assert [item["identifier"] for item in asked.json()] == [hexes[0]]
+    _, lenient_photo, _ = with_server(NO_LIMITS, scenario)
+    assert lenient_photo.status_code == 200  # by default any string has a heatmap
 
 
 def test_unknown_paths_and_other_methods_are_refused() -> None:
@@ -559,6 +579,10 @@ def test_serve_announces_its_url_and_stops_cleanly_on_a_signal(signum: int) -> N
         assert match, line
         keys = proc.stdout.readline()
         assert "'demo-key'" in keys and "'forbidden-key' gets 403" in keys  # what to pass
+        # and the two lines to paste into the shell that rehearses against it
+        assert proc.stdout.readline() == "to rehearse against it, paste in another shell:\n"
+        assert proc.stdout.readline() == f"export IDENTIFAI_BASE_URL={match[1]}\n"
+        assert proc.stdout.readline() == "export IDENTIFAI_API_KEY=demo-key\n"
         assert httpx.get(match[1] + "/_fake/stats").status_code == 200
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=10)

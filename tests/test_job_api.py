@@ -121,3 +121,74 @@ def test_the_readme_python_section_runs_as_written(tmp_path: Path, shared_fake: 
             text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+
+
+def test_dir_lists_the_public_names_for_tab_completion() -> None:
+    listed = dir(batchmap)
+    assert set(batchmap.__all__) <= set(listed)
+    assert {"Job", "Pace", "Progress"} <= set(listed)
+
+
+def test_run_inside_a_running_loop_names_arun_and_leaves_no_coroutine_behind(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import asyncio, warnings, batchmap\n"
+        "warnings.simplefilter('error')\n"
+        "async def cell():\n"
+        "    batchmap.Job('jobs.db').run(api_key='k')\n"
+        "try:\n"
+        "    asyncio.run(cell())\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], cwd=tmp_path, capture_output=True,
+        text=True, timeout=30,
+    )  # fmt: skip
+    assert "await job.arun(...)" in done.stdout, done.stdout + done.stderr
+    assert "never awaited" not in done.stderr, done.stderr
+    assert not (tmp_path / "jobs.db").exists()
+
+
+def test_the_last_progress_call_is_the_final_state(tmp_path: Path, shared_fake: FakeServer) -> None:
+    job = Job(tmp_path / "jobs.db")
+    job.load(make_ids("final", ok=30, no_heatmap=2, missing=1))
+    seen: list[Progress] = []
+    result = job.run(api_key=API_KEY, base_url=shared_fake.url, out=tmp_path / "h",
+                     on_progress=seen.append)  # fmt: skip
+    last = seen[-1]
+    assert (last.finished, last.total, last.pending) == (33, 33, 0)
+    assert (last.done, last.no_heatmap, last.failed) == (30, 2, 1) == (
+        result.counts[JobState.DONE], result.counts[JobState.NO_HEATMAP],
+        result.counts[JobState.FAILED],
+    )  # fmt: skip
+
+
+def test_api_errors_name_the_arguments_not_the_cli_options(
+    tmp_path: Path, shared_fake: FakeServer
+) -> None:
+    job = Job(tmp_path / "jobs.db")
+    job.load(make_ids("words", ok=1))
+    with pytest.raises(batchmap.AuthError) as refused:
+        job.run(api_key="not-the-key", base_url=shared_fake.url, out=tmp_path / "h")
+    assert "api_key" in str(refused.value) and "--api-key" not in str(refused.value)
+    with pytest.raises(batchmap.InputError) as wrong:
+        job.run(api_key=API_KEY, base_url="ftp://x", out=tmp_path / "h")
+    assert "base_url" in str(wrong.value) and "--base-url" not in str(wrong.value)
+    with pytest.raises(batchmap.InputError) as moved:
+        job.run(api_key=API_KEY, base_url=shared_fake.url, out=tmp_path / "elsewhere")
+    assert str(moved.value).startswith("out "), moved.value
+
+
+def test_limit_fetches_at_most_that_many_rows_and_leaves_the_rest_pending(
+    tmp_path: Path, shared_fake: FakeServer
+) -> None:
+    ids = make_ids("limit-api", ok=25)
+    job = Job(tmp_path / "jobs.db")
+    job.load(ids)
+    result = job.run(api_key=API_KEY, base_url=shared_fake.url, out=tmp_path / "h", limit=10)
+    assert result.exit_code == 0
+    assert (result.counts[JobState.DONE], result.counts[JobState.PENDING]) == (10, 15)
+    with pytest.raises(batchmap.InputError, match="limit=0"):
+        job.run(api_key=API_KEY, limit=0)

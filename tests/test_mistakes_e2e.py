@@ -7,7 +7,9 @@ a run refused by the lock: no row lost, nothing leaked, one line that says what 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -127,7 +129,8 @@ def test_resume_goes_to_the_server_the_job_was_started_with(
                          workspace.db).code == 0  # fmt: skip
     # No --base-url: the job remembers it (the production default is unreachable here).
     result = workspace.cli("resume", "--db", workspace.db, env=env)
-    assert result.code == 1, result.output
+    assert result.code == 0, result.output  # the earlier 404 is not this run's failure
+    assert f"server {server.url} · " in result.stderr  # and it says which server it uses
     assert all(states(workspace)[identifier] == "done" for identifier in more)
 
 
@@ -265,3 +268,99 @@ def test_a_number_that_cannot_work_is_one_line_naming_the_option(
     assert result.code == 2, result.output
     assert result.stderr.count("\n") == 1 and option in result.stderr
     assert not workspace.db.exists()  # refused before anything was written
+
+
+# -- the first hour: what a new user touches ----------------------------------------------
+
+
+def test_a_typo_in_the_csv_path_leaves_no_database_and_no_lock_file(
+    workspace: Workspace,
+) -> None:
+    for command in (["run", "typo.csv"], ["load", "typo.csv"]):
+        result = workspace.cli(*command, "--db", "x.db", env=cli_env(IDENTIFAI_API_KEY=API_KEY))
+        assert result.code == 2 and result.stderr == "batchmap: error: typo.csv: no such file\n"
+        assert sorted(p.name for p in workspace.root.iterdir()) == [], command
+
+
+def test_resume_without_a_database_is_one_line_and_leaves_no_lock_file(
+    workspace: Workspace,
+) -> None:
+    result = workspace.cli("resume", env=cli_env(IDENTIFAI_API_KEY=API_KEY))
+    assert result.code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "batchmap.db: no such job database" in result.stderr
+    assert list(workspace.root.iterdir()) == []
+
+
+def test_no_api_key_is_one_line_in_the_style_of_every_other_error(workspace: Workspace) -> None:
+    workspace.csv(IDS)
+    result = workspace.cli("run", "ids.csv", "--db", workspace.db, env=cli_env())
+    assert result.code == 2
+    assert (
+        result.stderr == "batchmap: error: no API key: set IDENTIFAI_API_KEY (or pass --api-key)\n"
+    )
+    assert not workspace.db.exists()
+
+
+def test_status_piped_into_head_exits_0(workspace: Workspace) -> None:
+    workspace.cli("load", workspace.csv(IDS).name, "--db", workspace.db)
+    piped = subprocess.run(
+        ["bash", "-c", f"{' '.join(workspace.command('status', '--db', workspace.db))} | head -1;"
+         " exit ${PIPESTATUS[0]}"],
+        cwd=workspace.root, env=workspace.env, capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+
+
+def test_dash_h_is_help_and_fake_server_help_has_an_example(workspace: Workspace) -> None:
+    for command in ([], ["run"], ["status"], ["fake-server"]):
+        result = workspace.cli(*command, "-h")
+        assert result.code == 0 and "Usage:" in result.stdout, (command, result.output)
+    fake = workspace.cli("fake-server", "--help")
+    assert "Example:" in fake.stdout and "--strict-ids" in fake.stdout
+
+
+def test_status_says_where_the_job_works_and_check_exits_1_while_rows_failed(
+    workspace: Workspace, shared_fake: FakeServer
+) -> None:
+    assert workspace.run(workspace.csv(IDS), shared_fake).code == 1  # one 404
+    facts = workspace.status()
+    assert facts["base_url"] == shared_fake.url and facts["out"] == str(workspace.out)
+    shown = workspace.cli("status", "--db", workspace.db)
+    assert f"server {shared_fake.url} · heatmaps in {workspace.out} · job " in shown.stdout
+    assert workspace.cli("status", "--db", workspace.db, "--check").code == 1
+    assert workspace.resume(shared_fake, "--retry-failed").code == 1  # the 404 fails again
+    clean = make_ids("clean", ok=2)
+    other = Workspace(workspace.root / "clean", workspace.env)
+    other.root.mkdir()
+    assert other.run(other.csv(clean), shared_fake).code == 0
+    assert other.cli("status", "--db", other.db, "--check").code == 0
+
+
+def test_every_run_starts_by_saying_where_and_logs_carry_their_time(
+    workspace: Workspace, shared_fake: FakeServer
+) -> None:
+    result = workspace.run(workspace.csv(IDS), shared_fake, "-vv")
+    lines = result.stderr.splitlines()
+    assert f"server {shared_fake.url} · heatmaps in {workspace.out} · job {workspace.db}" in lines
+    assert "rate limits still to learn (identifAI documents 2/s and 60/min, about 1/s)" in lines
+    progress = [line for line in lines if " progress " in line]
+    assert progress and all(
+        re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ progress \d+/8: ", line) for line in progress
+    ), progress
+    assert "Using selector" not in result.stderr
+
+
+def test_log_format_json_writes_one_object_a_line_and_nothing_else(
+    workspace: Workspace, shared_fake: FakeServer
+) -> None:
+    result = workspace.run(workspace.csv(IDS), shared_fake, "--log-format", "json")
+    assert result.code == 1 and result.stdout == ""
+    logged = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all({"time", "level", "event"} <= entry.keys() for entry in logged)
+    events = [entry["event"] for entry in logged]
+    assert events[-1] == "summary" and "progress" in events and "where" in events
+    summary = logged[-1]
+    assert summary["counts"] == {"pending": 0, "running": 0, "done": 6, "no_heatmap": 1,
+                                 "failed": 1}  # fmt: skip
+    assert summary["exit_code"] == 1

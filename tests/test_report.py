@@ -136,6 +136,22 @@ def test_timeline_csv_has_one_row_per_run_minute_with_json_columns(job: StoreV2)
     assert records[0]["outage_seconds"] == ""  # absent, not "None"
 
 
+def test_timeline_csv_keeps_pause_reasons_whole_and_rounds_seconds() -> None:
+    from batchmap.minutes import _short_reason
+
+    reason = _short_reason("quota of 60 per 60.0s used up")
+    assert reason == "quota of 60 per 60.0s"  # which limit, not a bare "quota of"
+    handle = io.StringIO()
+    report.write_timeline_csv(
+        [minute("09:10", paused_seconds=12.300000000000001, pacer_rate=0.9951234567,
+                pause_reasons={reason: 12.300000000000001, "rate limited": 0.1000000002})],
+        handle,
+    )  # fmt: skip
+    (record,) = csv.DictReader(io.StringIO(handle.getvalue()))
+    assert record["paused_seconds"] == "12.3" and record["pacer_rate"] == "0.995"
+    assert json.loads(record["pause_reasons"]) == {reason: 12.3, "rate limited": 0.1}
+
+
 def test_timeline_csv_of_a_job_without_history_is_a_header(tmp_path: Path) -> None:
     with closing(Store(tmp_path / "jobs.db")) as plain:
         handle = io.StringIO()
@@ -210,8 +226,10 @@ def test_status_facts_tell_the_story(job: StoreV2) -> None:
         "classification": 0,
         "rate_limited": 2,
         "rate_limited_share": round(2 / 184, 4),
-        "finished": 178,
-        "per_resolved_identifier": round(184 / 178, 3),
+        # Rows in a final state in the table, each once (its 3 rows are pending): the
+        # timeline's 178 finishes count a row fetched again twice.
+        "finished": 0,
+        "per_resolved_identifier": None,
     }
     assert facts["eta"]["remaining"] == 3 and facts["eta"]["seconds"] > 0
     assert facts["eta"]["finish_at"].endswith("Z")
@@ -259,7 +277,9 @@ def test_status_tells_the_story_in_lines_for_the_terminal(job: StoreV2) -> None:
     lines = report.story_lines(report.status_facts(job, now=NOW))
 
     assert lines[0].startswith("last 24h  ▁") and "178 finished, at most 118 in an hour" in lines[0]
-    assert lines[1] == "requests: 184, 1.1% answered 429, 1.03 per resolved identifier"
+    assert lines[1] == "requests: 184, 1.1% answered 429"
+    resolved = story_facts(job.history, remaining=0, now=NOW, resolved=92)["requests"]
+    assert (resolved["finished"], resolved["per_resolved_identifier"]) == (92, 2.0)
     assert lines[2].startswith("ETA: ") and "for 3 rows at" in lines[2]
     assert (
         "not running 2026-11-27T10:00:00Z to 2026-11-27T11:00:00Z: run 1 was interrupted" in lines

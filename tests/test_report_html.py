@@ -424,8 +424,11 @@ def test_the_story_is_drawn_as_inline_svg_with_stalls_explained(tmp_path: Path) 
     doc = parse(page)
 
     section = doc.by_id("story")
-    hourly, per_minute = section.find_all("svg")
-    assert "per hour over the whole job" in hourly.attrs["aria-label"]
+    progress, hourly, per_minute = section.find_all("svg")
+    assert "rows finished so far over the whole job" in progress.attrs["aria-label"]
+    assert progress.find_all("polyline", cls="cum") and progress.find_all("line", cls="total")
+    # Three hours: 5-minute bars over the whole job, then the last run minute by minute.
+    assert "per 5 minutes over the whole job" in hourly.attrs["aria-label"]
     assert "per minute in run 2" in per_minute.attrs["aria-label"]
     bars = per_minute.find_all("rect", cls="fin")
     assert len(bars) == 75  # 90 minutes of run 2 less 10 of outage and 5 paused

@@ -22,18 +22,26 @@ from batchmap.session import (
 from batchmap.store import Store
 
 
-def result(*, interrupted: bool = False, **counts: int) -> RunResult:
+def result(
+    *, interrupted: bool = False, failed_now: int = 0, limit: int | None = None, **counts: int
+) -> RunResult:
     table = {state: counts.get(state.value, 0) for state in JobState}
+    tally = Tally()
+    tally.finished[JobState.FAILED] = failed_now
     return RunResult(
-        counts=table, tally=Tally(), interrupted=interrupted, elapsed=1.0, retryable_failures=0
-    )
+        counts=table, tally=tally, interrupted=interrupted, elapsed=1.0, retryable_failures=0,
+        limit=limit,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("run", "code"),
     [
         (result(done=5, no_heatmap=2), 0),
-        (result(done=5, failed=1), 1),
+        (result(done=5, failed=1, failed_now=1), 1),
+        (result(done=5, failed=1), 0),  # failed in an earlier run: not this run's failure
+        (result(done=5, pending=3, limit=5), 0),  # --limit leaves the rest pending on purpose
+        (result(done=5, pending=3), 1),
         (result(done=5, pending=3, interrupted=True), 130),
         (result(done=5, failed=1, interrupted=True), 130),
     ],

@@ -360,6 +360,7 @@ def _calls() -> dict[str, Callable[[Store], Any]]:
         ),
         "retry_failed": lambda s: s.retry_failed(),
         "unasked": lambda s: s.unasked(10),
+        "limit_to": lambda s: s.limit_to(10),
         "record_classifications": lambda s: s.record_classifications(
             [job], [replace(found, raw="r" * 9000)]
         ),

@@ -139,7 +139,12 @@ def test_timeline_matches_the_servers_log_through_an_outage_and_a_rate_limit(
         assert int(row["run_id"]) == saved["run_id"]
         for name in COUNTERS:
             assert int(row[name]) == saved[name], name
+        # Seconds are rounded to a tenth in the export (no 16-decimal noise in a sheet).
         for name in ("paused_seconds", "outage_seconds"):
-            assert math.isclose(float(row[name]), saved[name], rel_tol=1e-9), name
-        assert json.loads(row["pause_reasons"]) == json.loads(saved["pause_reasons"])
+            assert math.isclose(float(row[name]), saved[name], abs_tol=0.05), name
+        exported_reasons = json.loads(row["pause_reasons"])
+        saved_reasons = json.loads(saved["pause_reasons"])
+        assert exported_reasons.keys() == saved_reasons.keys()
+        for reason, seconds in saved_reasons.items():
+            assert math.isclose(exported_reasons[reason], seconds, abs_tol=0.05), reason
         assert json.loads(row["limits"]) == json.loads(saved["limits"])

@@ -42,6 +42,9 @@ class FakeConfig:
     outage_for: float = 0.0
     outage_kind: OutageKind = "refuse"
     outage_retry_after: int | None = None
+    # identifAI answers 404 for identifiers it never issued; with this, so does the fake for
+    # any identifier that is not 64 lowercase hex (a wrong CSV column fails in a rehearsal).
+    strict_ids: bool = False
 
     def __post_init__(self) -> None:
         """Refuse settings that would make the fake misbehave in ways nobody asked for."""

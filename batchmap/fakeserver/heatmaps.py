@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import re
 import struct
 import zlib
 
@@ -77,3 +78,11 @@ def expected_status(identifier: str) -> int:
 
 
 _SPECIAL = {0: 204, 1: 404}
+
+
+_IDENTIFAI_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def identifai_shaped(identifier: str) -> bool:
+    """Whether `identifier` looks like one identifAI issues: 64 lowercase hex characters."""
+    return _IDENTIFAI_ID.fullmatch(identifier) is not None

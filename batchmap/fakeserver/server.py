@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import random
+import shlex
 import signal
 import time
 from dataclasses import dataclass, field, replace
@@ -14,7 +15,7 @@ from urllib.parse import unquote
 
 from batchmap.fakeserver import classifications
 from batchmap.fakeserver.config import FakeConfig, OutageKind
-from batchmap.fakeserver.heatmaps import expected_status, heatmap_png
+from batchmap.fakeserver.heatmaps import expected_status, heatmap_png, identifai_shaped
 from batchmap.fakeserver.http import (
     MAX_HEAD,
     BadRequest,
@@ -309,6 +310,8 @@ class FakeServer:
         return replace(self._faulty() or self._heatmap(identifier), headers=gate)
 
     def _heatmap(self, identifier: str) -> Reply:
+        if self.config.strict_ids and not identifai_shaped(identifier):
+            return _NOT_FOUND_IMAGE
         status = expected_status(identifier)
         if status == 204:
             return _NO_HEATMAP
@@ -342,7 +345,11 @@ class FakeServer:
         fault = self._faulty()
         if fault is not None:
             return replace(fault, headers=gate)
-        known = [i for i in identifiers if classifications.is_known(i)]
+        known = [
+            i
+            for i in identifiers
+            if classifications.is_known(i) and (identifai_shaped(i) or not config.strict_ids)
+        ]
         if len(known) < len(identifiers) and config.unknown_classifications == "404":
             return replace(_NOT_FOUND_IMAGE, headers=gate)
         odd = config.classifications_shape == "odd"
@@ -390,6 +397,9 @@ async def _serve_until_signalled(config: FakeConfig, *, host: str, port: int) ->
         "any other key 401",
         flush=True,
     )
+    print("to rehearse against it, paste in another shell:", flush=True)
+    print(f"export IDENTIFAI_BASE_URL=http://{shown}:{bound}", flush=True)
+    print(f"export IDENTIFAI_API_KEY={shlex.quote(config.valid_key)}", flush=True)
     try:
         await stop.wait()
     finally:
