@@ -261,12 +261,22 @@ def _failure_row(row: dict[str, Any]) -> str:
         error = error[:MAX_ERROR_CHARS] + "…"
     retryable = "" if row["retryable"] is None else ("yes" if row["retryable"] else "no")
     return (
-        f'<tr><td class="id mono">{escape(str(row["identifier"]))}</td>'
+        f'<tr><td class="id mono">{escape(str(row["identifier"]))}'
+        f"{_kept_text(row.get('user_columns'))}</td>"
         f'<td class="num">{_text(row["http_status"])}</td>'
         f'<td class="num">{_text(row["attempts"])}</td>'
         f"<td>{retryable}</td>"
         f'<td class="err">{escape(error)}</td></tr>\n'
     )
+
+
+def _kept_text(columns: Any) -> str:
+    """The user's own CSV columns of a row, as "Name: Photo 7.jpg · ..." (clipped)."""
+    if not isinstance(columns, dict) or not columns:
+        return ""
+    text = " · ".join(f"{key}: {value}" for key, value in columns.items())
+    text = text if len(text) <= 300 else text[:300] + "…"
+    return f'<div class="kept">{escape(text)}</div>'
 
 
 def _text(value: Any) -> str:
