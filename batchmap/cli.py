@@ -100,6 +100,22 @@ def column_option(func: F) -> F:
     )(func)
 
 
+def images_options(func: F) -> F:
+    """--images and --image-column of `load` and `run`: where each identifier's photo is."""
+    func = click.option(
+        "--image-column",
+        default=None,
+        help="CSV column naming each identifier's photo: a path, or a file name under --images "
+        "(default: a column of image file names, else the identifier).",
+    )(func)
+    return click.option(
+        "--images",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder of the original photos (read only, never copied); remembered by the job.",
+    )(func)
+
+
 def verbosity_options(*, requests: bool) -> Callable[[F], F]:
     """-q and -v; `requests`: whether this command sends requests, so -vv means something."""
     more = "More detail; -vv logs each request." if requests else "More detail."
@@ -240,14 +256,24 @@ def cli() -> None:
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @db_option
 @column_option
+@images_options
 @verbosity_options(requests=False)
-def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int) -> None:
+def load(
+    ids_csv: Path,
+    db: Path,
+    column: str | None,
+    images: Path | None,
+    image_column: str | None,
+    quiet: bool,
+    verbose: int,
+) -> None:
     """Load IDS_CSV into the job table and say what was added; fetch nothing."""
     from batchmap.job import Job
     from batchmap.session import show_load
 
     _setup_logging(quiet, verbose)
-    show_load(ids_csv, Job(db).load(ids_csv, column=column))
+    loaded = Job(db).load(ids_csv, column=column, images=images, image_column=image_column)
+    show_load(ids_csv, loaded)
 
 
 @cli.command(
@@ -256,9 +282,18 @@ def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int)
 )
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @column_option
+@images_options
 @fetch_options
-def run(ids_csv: Path, column: str | None, db: Path, **options: Any) -> None:
+def run(
+    ids_csv: Path,
+    column: str | None,
+    images: Path | None,
+    image_column: str | None,
+    db: Path,
+    **options: Any,
+) -> None:
     """Load IDS_CSV, then fetch every identifier not finished."""
+    options["images"], options["image_column"] = images, image_column
     _fetch(db, options, load=ids_csv, column=column, retry_failed=False)
 
 
@@ -554,7 +589,8 @@ def _fetch(
     # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
     with prepare(
         db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-        prefilter=options["prefilter"],
+        prefilter=options["prefilter"], images=options.get("images"),
+        image_column=options.get("image_column"),
     ) as prepared:  # fmt: skip
         try:
             result = asyncio.run(go(prepared))

@@ -115,6 +115,8 @@ def prepare(
     column: str | None = None,
     retry_failed: bool = False,
     prefilter: bool = True,
+    images: Path | None = None,
+    image_column: str | None = None,
 ) -> Iterator[Prepared]:
     """Everything before the first request, synchronous, under the job lock.
 
@@ -133,7 +135,8 @@ def prepare(
         base_url = resolve_base_url(store, api.base_url)
         check_base_url(base_url)
         if load is not None:
-            show_load(load, load_ids(store, load, column=column))
+            loaded = load_ids(store, load, column=column, images=images, image_column=image_column)
+            show_load(load, loaded)
         # Recover with the output the killed run used; only then remember this run's choices.
         recover(store, *stored_output(store))
         store.set_meta("out", str(out))
