@@ -384,6 +384,68 @@ def verify(db: Path, repair: bool, quiet: bool, verbose: int) -> None:
     sys.exit(EXIT_OK if report.clean else EXIT_FAILED)
 
 
+@cli.group(short_help="Files made from the job: composites of photo and heatmap.")
+def export() -> None:
+    """Files made from the job's heatmaps (`batchmap export overlays --help`)."""
+
+
+@export.command(
+    "overlays",
+    epilog="Example: batchmap export overlays --out overlays/ --sheet 24",
+    short_help="Each done heatmap blended over its own photo, one file a row.",
+)
+@db_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the composites (created; never the photos' folder unless you say so).",
+)
+@click.option(
+    "--max-side",
+    type=click.IntRange(16, 65_536),
+    default=2048,
+    show_default=True,
+    help="Largest side of a composite in pixels; bigger photos are scaled down.",
+)
+@click.option(
+    "--opacity",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="How strongly the heatmap covers the photo.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jpeg", "png"]),
+    default="jpeg",
+    show_default=True,
+)
+@click.option(
+    "--sheet",
+    type=click.IntRange(1, 400),
+    default=None,
+    help="Also a contact sheet per N rows: a grid of composites with names and verdicts.",
+)
+@click.option("--force", is_flag=True, help="Write every composite again, even if up to date.")
+def export_overlays(
+    db: Path, out: Path, max_side: int, opacity: float, fmt: str, sheet: int | None, force: bool
+) -> None:
+    """Write OUT/ID.jpg for every done row whose photo the job knows (load --images DIR).
+
+    Needs Pillow: pip install 'batchmap[images]'. Resumable: up-to-date composites are kept.
+    Missing or unreadable photos are skipped and listed in OUT/missing-originals.csv.
+    """
+    from batchmap.overlays import export_overlays as write_overlays
+
+    report = write_overlays(
+        db, out, max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet, force=force
+    )
+    for line in report.lines():
+        click.echo(line)
+
+
 def _verify_progress(quiet: bool) -> Callable[[int, int], None] | None:
     if quiet or not sys.stderr.isatty():
         return None

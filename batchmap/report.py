@@ -18,6 +18,8 @@ from batchmap import timeline
 from batchmap.errors import InputError
 from batchmap.lock import JobLock
 from batchmap.models import JobState
+from batchmap.originals import META_KEY as ORIGINALS_KEY
+from batchmap.originals import remembered as remembered_originals
 from batchmap.store import REPORT_COLUMNS, Store
 from batchmap.timeline import History
 
@@ -218,6 +220,7 @@ def export(
         history=read_history(store),
         report_dir=base,
         now=moment,
+        originals=remembered_originals(store.get_meta(ORIGINALS_KEY)),
     )
 
 

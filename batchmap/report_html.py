@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from batchmap import timeline
 from batchmap.models import JobState
+from batchmap.originals import Originals
 from batchmap.report import Written
 from batchmap.report_story import story_section
 from batchmap.timeline import History
@@ -146,8 +147,15 @@ def write_html(
     report_dir: Path,
     history: History | None = None,
     now: float | None = None,
+    originals: Originals | None = None,
 ) -> Written:
-    """Write the page; it accounts for every row and renders the capped sections."""
+    """Write the page; it accounts for every row and renders the capped sections.
+
+    With `originals` (the job's photos), the page opens with the photo review.
+    """
+    from batchmap.report_review import Review  # it imports this module's helpers
+
+    review = Review(originals, report_dir)
     moment = datetime.now(UTC).timestamp() if now is None else now
     tiles: list[str] = []
     failures: list[str] = []
@@ -158,6 +166,7 @@ def write_html(
     shown_verdicts: Counter[str] = Counter()
     heatmaps = 0
     for row in rows:
+        review.add(row)
         state = str(row["state"])
         seen[state] += 1
         verdict = _verdict_key(row.get("verdict"), verdicts)
@@ -186,6 +195,7 @@ def write_html(
         )
     )
     handle.write("<main>\n")
+    handle.write(review.section())
     handle.write(story_section(story, facts, now=moment))
     handle.write(_grid_section(tiles, heatmaps, shown_verdicts, verdicts))
     handle.write(
