@@ -153,7 +153,6 @@ def _one(
         return
     heat = Path(str(row["path"]))
     target = report.out / (Path(file_name(identifier)).stem + suffix)
-    composite = None
     if not force and _up_to_date(target, photo, heat):
         report.kept += 1
     else:
@@ -168,7 +167,7 @@ def _one(
         _save(composite, target)
         report.written += 1
     if sheets is not None:
-        sheets.add(row, composite, target)
+        sheets.add(row, target)
 
 
 def blend(image: Any, photo: Path, heat: Path, *, max_side: int, opacity: float) -> Image:
@@ -198,9 +197,11 @@ def _open_reduced(image: Any, path: Path, *, max_side: int) -> Image:
         picture.draft("RGB", (max_side, max_side))  # JPEG only; a no-op for other formats
         orientation = picture.getexif().get(0x0112, 1)
         picture.load()
+    factor = max(picture.size) // max_side
+    if factor > 1:  # a box average by a whole factor first: one small copy, the big one freed
+        picture = picture.reduce(factor)
     if max(picture.size) > max_side:
-        # reducing_gap: an integer reduce first, then a small resample (fast, low memory)
-        picture.thumbnail((max_side, max_side), image.Resampling.LANCZOS, reducing_gap=2.0)
+        picture.thumbnail((max_side, max_side), image.Resampling.LANCZOS)
     if picture.mode != "RGB":
         picture = picture.convert("RGB")
     if orientation in _UPRIGHT:
@@ -257,14 +258,13 @@ class _Sheets:
         self.cells: list[tuple[Image, str, str]] = []
         self.written = 0
 
-    def add(self, row: dict[str, Any], composite: Image | None, target: Path) -> None:
-        if composite is None:  # kept from an earlier export: read it back, small
-            try:
-                composite = _open_reduced(self.image, target, max_side=SHEET_CELL)
-            except (OSError, ValueError):
-                return
-        small = composite.copy()
-        small.thumbnail((SHEET_CELL, SHEET_CELL))
+    def add(self, row: dict[str, Any], composite: Path) -> None:
+        # Read back from the file (small: JPEG's draft scale), fresh or kept alike, so a
+        # sheet comes out the same whether its composites were written now or before.
+        try:
+            small = _open_reduced(self.image, composite, max_side=SHEET_CELL)
+        except (OSError, ValueError):
+            return
         kept = row.get("user_columns") or {}
         name = next(iter(kept.values()), "") or str(row.get("image_name") or row["identifier"])
         verdict = _verdict_text(row)

@@ -47,11 +47,29 @@ def hot_centroid(path: Path) -> tuple[float, float, int]:
 
     with Image.open(path) as opened:
         picture = opened.convert("RGB")
-    width = picture.width
+    width, pixels = picture.width, picture.tobytes()
     sx = sy = n = 0
-    for index, (r, g, b) in enumerate(picture.getdata()):
+    for index in range(len(pixels) // 3):
+        r, g, b = pixels[3 * index : 3 * index + 3]
         if r > g + 40 and r > b + 40:
             sx += index % width
             sy += index // width
             n += 1
     return (sx / n if n else -1.0), (sy / n if n else -1.0), n
+
+
+def sharp_ids(prefix: str, count: int) -> list[str]:
+    """Identifiers the fake answers 200 whose heatmap peaks at full heat (red) in a small blob
+    away from the edges: their hot pixels are unmistakable in a composite."""
+    from tests.conftest import make_ids
+
+    picked: list[str] = []
+    batch = 0
+    while len(picked) < count:
+        for identifier in make_ids(f"{prefix}-{batch}", ok=64):
+            digest = hashlib.sha256(identifier.encode()).digest()
+            fx, fy = heat_peak(identifier)
+            if digest[5] % 4 == 3 and digest[2] % 8 <= 3 and 0.2 < fx < 0.8 and 0.2 < fy < 0.8:
+                picked.append(identifier)
+        batch += 1
+    return picked[:count]
