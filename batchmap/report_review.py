@@ -90,8 +90,8 @@ class Review:
         if self.where is None:
             return ""
         parts = [
-            f"<style>{asset('review.css')}</style>\n",
-            '<section id="review">\n<h2>Photos with their heatmaps</h2>\n<div class="panel">\n',
+            f'<section id="review">\n<style>{asset("review.css")}</style>\n',
+            '<h2>Photos with their heatmaps</h2>\n<div class="panel">\n',
             f'<p class="note">{self._sentence()}</p>\n',
         ]
         if not self.cards:
