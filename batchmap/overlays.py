@@ -262,7 +262,7 @@ class _Sheets:
         # Read back from the file (small: JPEG's draft scale), fresh or kept alike, so a
         # sheet comes out the same whether its composites were written now or before.
         try:
-            small = _open_reduced(self.image, composite, max_side=SHEET_CELL)
+            small = _open_reduced(self.image, composite, max_side=SHEET_CELL - 8)
         except (OSError, ValueError):
             return
         kept = row.get("user_columns") or {}
@@ -279,7 +279,8 @@ class _Sheets:
 
         columns = math.ceil(math.sqrt(len(self.cells)))
         rows = math.ceil(len(self.cells) / columns)
-        height = SHEET_CELL + SHEET_CAPTION
+        picture = max(small.height for small, _, _ in self.cells)
+        height = picture + SHEET_CAPTION
         sheet = self.image.new("RGB", (columns * SHEET_CELL, rows * height), "white")
         draw = ImageDraw.Draw(sheet)
         try:
@@ -289,10 +290,9 @@ class _Sheets:
         for n, (small, name, verdict) in enumerate(self.cells):
             x, y = (n % columns) * SHEET_CELL, (n // columns) * height
             sheet.paste(small, (x + (SHEET_CELL - small.width) // 2, y))
-            draw.text((x + 4, y + SHEET_CELL + 1), _clip(name, 40), fill="black", font=font)
-            draw.text(
-                (x + 4, y + SHEET_CELL + 17), _clip(verdict, 40), fill=(90, 90, 90), font=font
-            )
+            for line, (text, colour) in enumerate(((name, "black"), (verdict, "dimgray"))):
+                shown = _clip(text, font, SHEET_CELL - 8)
+                draw.text((x + 4, y + picture + 1 + 16 * line), shown, fill=colour, font=font)
         self.written += 1
         _save(sheet, self.out / f"sheet-{self.written:04}{self.suffix}")
         self.cells.clear()
@@ -309,7 +309,11 @@ def _verdict_text(row: dict[str, Any]) -> str:
     return verdict
 
 
-def _clip(text: str, chars: int) -> str:
-    # The default bitmap font draws Latin-1 only; anything else becomes "?".
-    shown = text if len(text) <= chars else text[: chars - 1] + "…"
-    return shown.encode("latin-1", "replace").decode("latin-1")
+def _clip(text: str, font: Any, width: int) -> str:
+    """The text, cut with "..." to fit `width` pixels; Latin-1 only for a bitmap font."""
+    if type(font).__name__ == "ImageFont":  # Pillow's built-in bitmap font
+        text = text.encode("latin-1", "replace").decode("latin-1")
+    shown = text
+    while shown and font.getlength(shown if shown == text else shown + "...") > width:
+        shown = shown[: len(shown) - max(len(shown) // 8, 1)]
+    return shown if shown == text else shown + "..."
