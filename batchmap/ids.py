@@ -116,17 +116,28 @@ class IdSource:
         self.warnings = []
         return self._identifiers()
 
-    def with_columns(self) -> Iterator[tuple[str, str | None]]:
-        """Each identifier with its row's other columns, as a JSON object (None: no others).
+    def with_columns(self) -> Iterator[str | tuple[str, str | None]]:
+        """Each identifier with its row's other columns, as a JSON object (None: none there).
 
-        Read row by row through csv (slower than plain iteration, still streamed). The object
-        is at most MAX_COLUMNS_BYTES; a row whose columns are longer is cut, and warned about.
+        A file of one column yields plain identifiers, as iterating does (at full speed);
+        one with others yields (identifier, columns) pairs, read row by row through csv
+        (about half the speed, still streamed). The object is at most MAX_COLUMNS_BYTES; a
+        row whose columns are longer is cut, and warned about.
         """
         kept: deque[str | None] = deque()
         self._kept = kept
         try:
-            for identifier in iter(self):
-                yield identifier, kept.popleft() if kept else None
+            items = iter(self)
+            first = next(items, None)
+            if first is None:
+                return
+            if not self.kept_names:
+                yield first
+                yield from items
+                return
+            yield first, kept.popleft()
+            for identifier in items:
+                yield identifier, kept.popleft()
         finally:
             self._kept = None
 
@@ -150,8 +161,10 @@ class IdSource:
             self.notes.extend(layout.notes)
             reading = _Pass(self, layout)
             header_line = filled[0][1] if layout.header is not None else 0
-            if self._kept is not None and max(len(row) for row, _ in filled) > 1:
-                reading.keep(filled[0][0] if layout.header is not None else [], self._kept)
+            width = max(len(row) for row, _ in filled)
+            if self._kept is not None and width > 1:
+                header = filled[0][0] if layout.header is not None else [""] * width
+                reading.keep(header, self._kept)
             yield from reading.rows(item for item in ahead if item[1] > header_line)
             if failure is not None:
                 raise failure

@@ -598,9 +598,7 @@ class Store:
     # -- loading ---------------------------------------------------------------------------
 
     @_guarded
-    def load_ids(
-        self, identifiers: Iterable[str] | Iterable[tuple[str, str | None]]
-    ) -> tuple[int, int]:
+    def load_ids(self, identifiers: Iterable[str | tuple[str, str | None]]) -> tuple[int, int]:
         """Insert new identifiers as `pending`; returns (seen, added).
 
         Each identifier may come with the CSV row's other columns (a JSON object, or None):
