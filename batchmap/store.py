@@ -317,6 +317,16 @@ def _meta_schema_version(conn: sqlite3.Connection) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _lacks_only_kept(conn: sqlite3.Connection) -> bool:
+    """A stamped v2 file without the columns added in place since (`KEPT_JOB_COLUMNS`)."""
+    if classify(conn).kind is not Kind.V2:
+        return False
+    stamped = conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    stamped = stamped and conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    return stamped and {"meta", "runs", "timeline"} <= tables
+
+
 def _read_only_uri(path: Path, *, immutable: bool) -> str:
     uri = "file:" + quote(str(path.absolute())) + "?mode=ro"
     return uri + "&immutable=1" if immutable else uri
@@ -492,7 +502,14 @@ class Store:
 
     def _prepare(self, *, create: bool) -> None:
         if classify(self.conn).kind is not Kind.CURRENT:
-            self._bring_forward(create=create)
+            try:
+                self._bring_forward(create=create)
+            except sqlite3.OperationalError as error:
+                # A read-only file that lacks only the kept columns is still read whole.
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY or not _lacks_only_kept(
+                    self.conn
+                ):
+                    raise
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.conn.execute("PRAGMA journal_mode = WAL")
         # In WAL mode a committed transaction survives a process crash under NORMAL;
@@ -515,7 +532,7 @@ class Store:
             self.conn = sqlite3.connect(
                 _read_only_uri(self.path, immutable=True), uri=True, isolation_level=None
             )
-            current = classify(self.conn).kind is Kind.CURRENT
+            current = classify(self.conn).kind is Kind.CURRENT or _lacks_only_kept(self.conn)
         except sqlite3.Error as error:
             self.close()
             raise _storage_error(self.path, error) from error
@@ -958,7 +975,9 @@ class Store:
     @_guarded_iter
     def rows(self, *, state: JobState | None = None) -> Iterator[dict[str, Any]]:
         """Every row in load order, streamed, optionally of one state."""
-        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM jobs"
+        present = set(_columns(self.conn, "jobs"))  # kept columns may be missing (read-only)
+        selected = (name if name in present else f"NULL AS {name}" for name in REPORT_COLUMNS)
+        sql = f"SELECT {', '.join(selected)} FROM jobs"
         params: tuple[str, ...] = ()
         if state is not None:
             sql += " WHERE state = ?"

@@ -6,12 +6,14 @@ import csv
 import io
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 from batchmap.ids import MAX_COLUMNS_BYTES, IdSource
 from batchmap.store import V1_COLUMNS, Store
 from tests.conftest import FakeServer, Workspace, make_ids
+from tests.test_storage_faults import read_only_view  # noqa: F401  (a fixture)
 
 
 def excel_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
@@ -75,16 +77,24 @@ def test_a_single_column_file_keeps_nothing_and_reads_fast(tmp_path: Path) -> No
     path = tmp_path / "ids.csv"
     path.write_text("identifier\n" + "".join(f"{i:064x}\n" for i in range(1000)))
     source = IdSource(path)
-    pairs = list(source.with_columns())
-    assert len(pairs) == 1000 and all(columns is None for _, columns in pairs)
+    items = list(source.with_columns())
+    assert items == [f"{i:064x}" for i in range(1000)]  # plain identifiers: the fast path
     assert source.kept_names == []
+
+
+def pairs_of(source: IdSource) -> dict[str, str | None]:
+    found = {}
+    for item in source.with_columns():
+        assert isinstance(item, tuple)
+        found[item[0]] = item[1]
+    return found
 
 
 def test_long_columns_are_cut_to_the_bound_with_a_warning(tmp_path: Path) -> None:
     path = tmp_path / "ids.csv"
     path.write_text("id,caption,other\nb1," + "é" * 5000 + ",z\nb2,short,\n", encoding="utf-8")
     source = IdSource(path)
-    pairs = dict(source.with_columns())
+    pairs = pairs_of(source)
     first = pairs["b1"]
     assert first is not None and len(first.encode()) <= MAX_COLUMNS_BYTES
     assert json.loads(first)["caption"].endswith("…")
@@ -108,3 +118,20 @@ def test_an_older_database_gains_the_column_in_place(tmp_path: Path) -> None:
     with closing(sqlite3.connect(db)) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
     assert columns[: len(V1_COLUMNS)] == list(V1_COLUMNS) and columns[-1] == "user_columns"
+
+
+def test_an_older_database_on_read_only_media_is_still_reported(
+    tmp_path: Path,
+    read_only_view: Callable[[Path], Path],  # noqa: F811  (the fixture imported above)
+) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    with closing(Store(source / "jobs.db")) as store:
+        store.load_ids(["d1"])
+    with closing(sqlite3.connect(source / "jobs.db")) as conn:
+        conn.execute("ALTER TABLE jobs DROP COLUMN user_columns")
+        conn.commit()
+    view = read_only_view(source)
+    with closing(Store(view / "jobs.db", create=False)) as store:
+        rows = list(store.rows())
+    assert [(r["identifier"], r["user_columns"]) for r in rows] == [("d1", None)]
