@@ -439,9 +439,16 @@ def export_overlays(
     """
     from batchmap.overlays import export_overlays as write_overlays
 
+    def show(count: int) -> None:
+        if count % 100 == 0:
+            click.echo(f"\r{count:,} rows done", err=True, nl=False)
+
     report = write_overlays(
-        db, out, max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet, force=force
-    )
+        db, out, max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet, force=force,
+        on_row=show if sys.stderr.isatty() else None,
+    )  # fmt: skip
+    if sys.stderr.isatty():
+        click.echo("\r", err=True, nl=False)
     for line in report.lines():
         click.echo(line)
 

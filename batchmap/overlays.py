@@ -111,6 +111,11 @@ def export_overlays(
                 f"{db}: the job knows no photos; load the CSV again with --images DIR"
                 " (or --image-column NAME), e.g. batchmap load ids.csv --images photos/"
             )
+        if out.absolute() == where.directory.absolute():
+            raise InputError(
+                f"--out {out}: that is the photos' folder; composites could replace photos"
+                " named like them: give another folder"
+            )
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -153,6 +158,10 @@ def _one(
         return
     heat = Path(str(row["path"]))
     target = report.out / (Path(file_name(identifier)).stem + suffix)
+    if target.absolute() == photo.absolute():  # never write over a photo
+        report.unreadable += 1
+        note(row, str(photo), "the composite would replace the photo: choose another --out")
+        return
     if not force and _up_to_date(target, photo, heat):
         report.kept += 1
     else:

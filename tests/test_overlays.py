@@ -252,3 +252,16 @@ def test_memory_stays_bounded_on_8000px_originals(tmp_path: Path, suffix: str) -
     assert measured["peak_mb"] < MEMORY_LIMIT_MB[suffix], measured
     with Image.open(tmp_path / "out" / "a1.jpg") as composite:
         assert composite.size == (2048, 2048)
+
+
+def test_composites_never_go_into_the_photos_folder(
+    workspace: Workspace, shared_fake: FakeServer
+) -> None:
+    ids = make_ids("samefolder", ok=1)
+    photo_job(workspace, shared_fake, ids)
+    before = digests(workspace.root / "photos")
+
+    refused = workspace.cli("export", "overlays", "--db", workspace.db, "--out", "photos")
+
+    assert refused.code == 2 and "that is the photos' folder" in refused.stderr
+    assert digests(workspace.root / "photos") == before
