@@ -384,7 +384,10 @@ def verify(db: Path, repair: bool, quiet: bool, verbose: int) -> None:
     sys.exit(EXIT_OK if report.clean else EXIT_FAILED)
 
 
-@cli.group(short_help="Files made from the job: composites of photo and heatmap.")
+@cli.group(
+    epilog="Example: batchmap export overlays --out overlays/ --sheet 24",
+    short_help="Files made from the job: composites of photo and heatmap.",
+)
 def export() -> None:
     """Files made from the job's heatmaps (`batchmap export overlays --help`)."""
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,6 +33,10 @@ DEFAULT_OPACITY = 0.5
 MISSING_LIST = "missing-originals.csv"
 SHEET_CELL = 320  # pixels per contact-sheet cell (the picture; its caption goes below)
 SHEET_CAPTION = 34
+# Decoded whole, a picture costs 4 bytes a pixel (Pillow's RGB is RGBX): 70 megapixels is
+# 280 MB, e.g. an 8,000 x 8,000 PNG. A JPEG decodes at 1/2..1/8 scale: a gigapixel is ~60 MB.
+PIXEL_LIMIT = 70_000_000
+JPEG_PIXEL_LIMIT = 1_000_000_000
 MAX_SHEET = 400  # rows per contact sheet at most: the sheet is held in memory while drawn
 NO_PILLOW = (
     "export overlays needs Pillow, an optional extra: pip install 'batchmap[images]'"
@@ -181,15 +184,37 @@ def _one(
 
 def blend(image: Any, photo: Path, heat: Path, *, max_side: int, opacity: float) -> Image:
     """The photo (at most max_side px a side) with the heatmap stretched over it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", image.DecompressionBombWarning)
-        picture = _open_reduced(image, photo, max_side=max_side)
-    with image.open(heat) as opened:
+    picture = _open_reduced(image, photo, max_side=max_side)
+    with _opened(image, heat, jpeg_draft=False) as opened:  # a server's PNG: untrusted too
         heatmap = opened.convert("RGBA")
     if heatmap.size != picture.size:  # a heatmap covers its whole photo, whatever its size
         heatmap = heatmap.resize(picture.size, image.Resampling.BILINEAR)
     alpha = heatmap.getchannel("A").point(lambda level: round(level * opacity))
     return image.composite(heatmap.convert("RGB"), picture, alpha)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _opened(image: Any, path: Path, *, jpeg_draft: bool) -> Iterator[Any]:
+    """An image opened lazily, refused (ValueError) when decoding it would take too much memory.
+
+    Pillow's own decompression-bomb limit is replaced by one per format: a JPEG that will be
+    decoded at a reduced scale (`jpeg_draft`) may be far larger than anything decoded whole.
+    """
+    saved = image.MAX_IMAGE_PIXELS
+    image.MAX_IMAGE_PIXELS = None
+    try:
+        opened = image.open(path)
+    finally:
+        image.MAX_IMAGE_PIXELS = saved
+    with opened:
+        draft = jpeg_draft and opened.format == "JPEG"
+        limit = JPEG_PIXEL_LIMIT if draft else PIXEL_LIMIT
+        if opened.width * opened.height > limit:
+            raise ValueError(
+                f"{opened.width} x {opened.height} pixels: more than batchmap decodes"
+                f" ({limit / 1e6:,.0f} megapixels{'' if draft else ' unless a JPEG'})"
+            )
+        yield opened
 
 
 # EXIF orientation -> the transpose that makes the picture upright.
@@ -202,7 +227,7 @@ def _open_reduced(image: Any, path: Path, *, max_side: int) -> Image:
 
     Only one full-size copy ever exists (none for JPEG): the shrinking happens in place.
     """
-    with image.open(path) as picture:
+    with _opened(image, path, jpeg_draft=True) as picture:
         picture.draft("RGB", (max_side, max_side))  # JPEG only; a no-op for other formats
         orientation = picture.getexif().get(0x0112, 1)
         picture.load()

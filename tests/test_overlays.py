@@ -265,3 +265,14 @@ def test_composites_never_go_into_the_photos_folder(
 
     assert refused.code == 2 and "that is the photos' folder" in refused.stderr
     assert digests(workspace.root / "photos") == before
+
+
+def test_a_picture_too_large_to_decode_is_refused_before_decoding(tmp_path: Path) -> None:
+    photo = tmp_path / "huge.png"
+    Image.new("1", (12_000, 6_000)).save(photo)  # 72 megapixels, 9 MB as a bitmap
+    heat = tmp_path / "heat.png"
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(heat)
+
+    with pytest.raises(ValueError, match="12000 x 6000 pixels: more than batchmap decodes"):
+        blend(Image, photo, heat, max_side=2048, opacity=0.5)
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own guard is back for everyone else
