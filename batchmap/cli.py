@@ -134,6 +134,22 @@ def column_option(func: F) -> F:
     )(func)
 
 
+def images_options(func: F) -> F:
+    """--images and --image-column of `load` and `run`: where each identifier's photo is."""
+    func = click.option(
+        "--image-column",
+        default=None,
+        help="CSV column naming each identifier's photo: a path, or a file name under --images "
+        "(default: a column of image file names, else the identifier).",
+    )(func)
+    return click.option(
+        "--images",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder of the original photos (read only, never copied); remembered by the job.",
+    )(func)
+
+
 def verbosity_options(*, requests: bool) -> Callable[[F], F]:
     """-q and -v; `requests`: whether this command sends requests, so -vv means something."""
     more = "More detail; -vv logs each request." if requests else "More detail."
@@ -298,14 +314,24 @@ def cli() -> None:
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @db_option
 @column_option
+@images_options
 @verbosity_options(requests=False)
-def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int) -> None:
+def load(
+    ids_csv: Path,
+    db: Path,
+    column: str | None,
+    images: Path | None,
+    image_column: str | None,
+    quiet: bool,
+    verbose: int,
+) -> None:
     """Load IDS_CSV into the job table and say what was added; fetch nothing."""
     from batchmap.job import Job
     from batchmap.session import show_load
 
     _setup_logging(quiet, verbose)
-    show_load(ids_csv, Job(db).load(ids_csv, column=column))
+    loaded = Job(db).load(ids_csv, column=column, images=images, image_column=image_column)
+    show_load(ids_csv, loaded)
 
 
 @cli.command(
@@ -314,9 +340,18 @@ def load(ids_csv: Path, db: Path, column: str | None, quiet: bool, verbose: int)
 )
 @click.argument("ids_csv", type=click.Path(path_type=Path))
 @column_option
+@images_options
 @fetch_options
-def run(ids_csv: Path, column: str | None, db: Path, **options: Any) -> None:
+def run(
+    ids_csv: Path,
+    column: str | None,
+    images: Path | None,
+    image_column: str | None,
+    db: Path,
+    **options: Any,
+) -> None:
     """Load IDS_CSV, then fetch every identifier not finished."""
+    options["images"], options["image_column"] = images, image_column
     _fetch(db, options, load=ids_csv, column=column, retry_failed=False)
 
 
@@ -415,6 +450,78 @@ def verify(db: Path, repair: bool, quiet: bool, verbose: int) -> None:
     # not the job's (listed, never touched) and do not stand between a repair and `resume`.
     fine = report.repaired if repair else report.clean
     sys.exit(EXIT_OK if fine else EXIT_FAILED)
+
+
+@cli.group(
+    epilog="Example: batchmap export overlays --out overlays/ --sheet 24",
+    short_help="Files made from the job: composites of photo and heatmap.",
+)
+def export() -> None:
+    """Files made from the job's heatmaps (`batchmap export overlays --help`)."""
+
+
+@export.command(
+    "overlays",
+    epilog="Example: batchmap export overlays --out overlays/ --sheet 24",
+    short_help="Each done heatmap blended over its own photo, one file a row.",
+)
+@db_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for the composites (created; never the photos' folder unless you say so).",
+)
+@click.option(
+    "--max-side",
+    type=click.IntRange(16, 65_536),
+    default=2048,
+    show_default=True,
+    help="Largest side of a composite in pixels; bigger photos are scaled down.",
+)
+@click.option(
+    "--opacity",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="How strongly the heatmap covers the photo.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jpeg", "png"]),
+    default="jpeg",
+    show_default=True,
+)
+@click.option(
+    "--sheet",
+    type=click.IntRange(1, 400),
+    default=None,
+    help="Also a contact sheet per N rows: a grid of composites with names and verdicts.",
+)
+@click.option("--force", is_flag=True, help="Write every composite again, even if up to date.")
+def export_overlays(
+    db: Path, out: Path, max_side: int, opacity: float, fmt: str, sheet: int | None, force: bool
+) -> None:
+    """Write OUT/ID.jpg for every done row whose photo the job knows (load --images DIR).
+
+    Needs Pillow: pip install 'batchmap[images]'. Resumable: up-to-date composites are kept.
+    Missing or unreadable photos are skipped and listed in OUT/missing-originals.csv.
+    """
+    from batchmap.overlays import export_overlays as write_overlays
+
+    def show(count: int) -> None:
+        if count % 100 == 0:
+            click.echo(f"\r{count:,} rows done", err=True, nl=False)
+
+    report = write_overlays(
+        db, out, max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet, force=force,
+        on_row=show if sys.stderr.isatty() else None,
+    )  # fmt: skip
+    if sys.stderr.isatty():
+        click.echo("\r", err=True, nl=False)
+    for line in report.lines():
+        click.echo(line)
 
 
 def _verify_progress(quiet: bool) -> Callable[[int, int], None] | None:
@@ -639,6 +746,7 @@ def _fetch(
     with prepare(
         db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
         prefilter=options["prefilter"], limit=options["limit"],
+        images=options.get("images"), image_column=options.get("image_column"),
     ) as prepared:  # fmt: skip
         try:
             result = asyncio.run(go(prepared))

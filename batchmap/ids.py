@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import re
 import string
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ HEADER_NAMES = ("image_identifier", "image_id", "identifier", "identifiers", "id
 LOOKAHEAD_ROWS = 100
 LOOKAHEAD_CHARS = 1024 * 1024
 MAX_EXAMPLES = 5  # per warning: memory stays flat however many values look odd
+# A row's other columns are kept as one JSON object of at most this many bytes (UTF-8);
+# longer ones are cut to fit, with a warning naming their lines.
+MAX_COLUMNS_BYTES = 4096
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -96,6 +100,9 @@ class IdSource:
     def __init__(self, path: Path, *, column: str | None = None) -> None:
         self.path = path
         self.column = column
+        self.kept_names: list[str] = []  # the other columns' names, once `with_columns` started
+        self.id_name: str | None = None  # ... and the identifier column's header cell
+        self._kept: deque[str | None] | None = None  # the columns of the identifier yielded next
         self.rows = 0  # data rows seen (after the header), updated while iterating (per chunk)
         self.blank = 0  # rows skipped because blank or with an empty identifier cell
         self.notes: list[str] = []  # how the file was read, when guessed from its content
@@ -108,6 +115,31 @@ class IdSource:
         self.notes = []
         self.warnings = []
         return self._identifiers()
+
+    def with_columns(self) -> Iterator[str | tuple[str, str | None]]:
+        """Each identifier with its row's other columns, as a JSON object (None: none there).
+
+        A file of one column yields plain identifiers, as iterating does (at full speed);
+        one with others yields (identifier, columns) pairs, read row by row through csv
+        (about half the speed, still streamed). The object is at most MAX_COLUMNS_BYTES; a
+        row whose columns are longer is cut, and warned about.
+        """
+        kept: deque[str | None] = deque()
+        self._kept = kept
+        try:
+            items = iter(self)
+            first = next(items, None)
+            if first is None:
+                return
+            if not self.kept_names:
+                yield first
+                yield from items
+                return
+            yield first, kept.popleft()
+            for identifier in items:
+                yield identifier, kept.popleft()
+        finally:
+            self._kept = None
 
     def _identifiers(self) -> Iterator[str]:
         """The body of __iter__: look ahead to pick the layout, then one identifier per row."""
@@ -129,9 +161,17 @@ class IdSource:
             self.notes.extend(layout.notes)
             reading = _Pass(self, layout)
             header_line = filled[0][1] if layout.header is not None else 0
+            width = max(len(row) for row, _ in filled)
+            if self._kept is not None and width > 1:
+                header = filled[0][0] if layout.header is not None else [""] * width
+                reading.keep(header, self._kept)
             yield from reading.rows(item for item in ahead if item[1] > header_line)
             if failure is not None:
                 raise failure
+            if reading.kept is not None:  # every row through csv: its other cells are kept
+                yield from reading.csv_rows(reader, base=0, until=-1, last=reader.line_num)
+                reading.end()
+                return
             for identifiers in reading.stream(stream, number=reader.line_num):
                 yield from identifiers
                 del identifiers  # before the next chunk is read: memory stays flat
@@ -231,6 +271,38 @@ class _Pass:
         self.other_cells = False  # did a row without identifier hold anything else?
         self.batch: list[str] = []
         self.batch_lines: list[int] = []
+        self.kept: deque[str | None] | None = None  # set by keep(): other columns are kept
+        self.names: list[str] = []
+        self.cut = _Tally()  # rows whose other columns were cut to MAX_COLUMNS_BYTES
+
+    def keep(self, header: list[str], kept: deque[str | None]) -> None:
+        """Keep each row's other cells, named by the header (else "column N"), in `kept`."""
+        self.kept = kept
+        names: list[str] = []
+        for number, cell in enumerate(header, 1):
+            name = cell.strip() or f"column {number}"
+            while name in names:
+                name += f" ({number})"
+            names.append(name)
+        self.names = names
+        self.source.kept_names = [n for i, n in enumerate(names) if i != self.layout.index]
+        self.source.id_name = self.layout.header
+
+    def columns(self, row: list[str], line: int) -> str | None:
+        """The row's other non-empty cells as compact JSON, cut to MAX_COLUMNS_BYTES."""
+        found: dict[str, str] = {}
+        names, index = self.names, self.layout.index
+        for number, cell in enumerate(row):
+            value = cell.strip()
+            if value and number != index:
+                found[names[number] if number < len(names) else f"column {number + 1}"] = value
+        if not found:
+            return None
+        text = json.dumps(found, ensure_ascii=False, separators=(",", ":"))
+        if len(text.encode()) <= MAX_COLUMNS_BYTES:
+            return text
+        self.cut.add(line, next(iter(found.values())))
+        return _cut_columns(found)
 
     def rows(self, rows: Iterable[tuple[list[str], int]]) -> Iterator[str]:
         """Identifiers of csv rows, each with the line it starts on; counts kept row by row."""
@@ -251,6 +323,8 @@ class _Pass:
                 raise _too_long(self.where, identifier, line=line)
             self.batch.append(identifier)
             self.batch_lines.append(line)
+            if self.kept is not None:
+                self.kept.append(self.columns(row, line))
             if len(self.batch) >= _CHECK_BATCH:
                 self.flush()
         else:
@@ -303,17 +377,17 @@ class _Pass:
             yield self.csv_rows(reader, base=number, until=count)
             number += reader.line_num
 
-    def csv_rows(self, reader: CsvReader, *, base: int, until: int) -> Iterator[str]:
+    def csv_rows(self, reader: CsvReader, *, base: int, until: int, last: int = 0) -> Iterator[str]:
         """Identifiers of the rows of a reader over lines base+1.., until it has used
-        `until` lines (and the row that straddles the end); csv errors name the row's line."""
-        last = 0
+        `until` lines (and the row that straddles the end; -1: to the end, after `last`
+        lines already used); csv errors name the row's line."""
         try:
             take = self.take
             for row in reader:
                 if identifier := take(row, base + last + 1):
                     yield identifier
                 last = reader.line_num
-                if last >= until:
+                if last >= until >= 0:
                     return
         except csv.Error as error:
             start, end = base + last + 1, base + reader.line_num
@@ -392,6 +466,36 @@ class _Pass:
         if source.rows == source.blank:
             raise source._nothing_found(self.layout.header, only_blank_rows=not self.other_cells)
         source.warnings.extend(self.checker.warnings())
+        if self.cut.count:
+            source.warnings.append(
+                f"{self.where}: {self.cut.count:,} rows' other columns are longer than"
+                f" {MAX_COLUMNS_BYTES:,} bytes; kept cut to fit: {_lines(self.cut)}"
+            )
+
+
+def _cut_columns(found: dict[str, str]) -> str:
+    """Columns as JSON within MAX_COLUMNS_BYTES: the value that overflows is clipped (a
+    binary search on its length, as escapes and UTF-8 vary), later columns are dropped."""
+
+    def size(columns: dict[str, str]) -> int:
+        return len(json.dumps(columns, ensure_ascii=False, separators=(",", ":")).encode())
+
+    kept: dict[str, str] = {}
+    for name, value in found.items():
+        key = name[:200]
+        kept[key] = value
+        if size(kept) <= MAX_COLUMNS_BYTES:
+            continue
+        low, high = 0, len(value)
+        while low < high:
+            middle = (low + high + 1) // 2
+            kept[key] = value[:middle] + "…"
+            low, high = (middle, high) if size(kept) <= MAX_COLUMNS_BYTES else (low, middle - 1)
+        kept[key] = value[:low] + "…"
+        if not low or size(kept) > MAX_COLUMNS_BYTES:
+            del kept[key]
+        break
+    return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
 
 
 def _then_raise(identifiers: list[str], error: InputError) -> Iterator[str]:

@@ -46,8 +46,18 @@ class Job:
     def __repr__(self) -> str:
         return f"Job({str(self.db)!r})"
 
-    def load(self, source: PathLike | Iterable[str], *, column: str | None = None) -> LoadStats:
+    def load(
+        self,
+        source: PathLike | Iterable[str],
+        *,
+        column: str | None = None,
+        images: PathLike | None = None,
+        image_column: str | None = None,
+    ) -> LoadStats:
         """Add identifiers (a CSV file, or any iterable of strings) as `pending` rows.
+
+        A CSV's other columns are kept with each row. `images` (a folder) and `image_column`
+        say where each identifier's original photo is; the job remembers them.
 
         Idempotent: known identifiers and finished rows are never touched. Takes the job
         lock, so a load never races a run.
@@ -58,7 +68,10 @@ class Job:
                 check_sources(self.db, Path(source))  # no lock file for a CSV that is not there
         with _in_api_terms(), JobLock(self.db), Store(self.db) as store:
             if isinstance(source, str | os.PathLike):
-                return load_ids(store, Path(source), column=column)
+                return load_ids(
+                    store, Path(source), column=column, image_column=image_column,
+                    images=Path(images) if images is not None else None,
+                )  # fmt: skip
             if isinstance(source, bytes):
                 raise InputError("Job.load: expected a path or an iterable of str, not bytes")
             cleaned = _Cleaned(source)

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +18,8 @@ from batchmap import timeline
 from batchmap.errors import InputError
 from batchmap.lock import JobLock
 from batchmap.models import JobState
+from batchmap.originals import META_KEY as ORIGINALS_KEY
+from batchmap.originals import remembered as remembered_originals
 from batchmap.store import REPORT_COLUMNS, Store
 from batchmap.timeline import History
 
@@ -217,7 +219,7 @@ def export(
         return Written(count, count)
     rows = store.rows(state=state)
     if fmt is not Format.HTML:
-        count = write_rows(rows, handle, fmt=fmt)
+        count = write_rows(rows, handle, fmt=fmt, columns=kept_column_names(store))
         return Written(count, count)
     from batchmap.report_html import write_html  # only the HTML report needs it
 
@@ -230,13 +232,31 @@ def export(
         history=read_history(store),
         report_dir=base,
         now=moment,
+        originals=remembered_originals(store.get_meta(ORIGINALS_KEY)),
     )
 
 
-def write_rows(rows: Iterable[dict[str, Any]], handle: TextIO, *, fmt: Format) -> int:
-    """Job rows as csv, json or jsonl (columns: store.REPORT_COLUMNS); the number of rows."""
+def kept_column_names(store: Store) -> list[str]:
+    """The names of the CSV columns kept beside the identifiers (`user_columns`), in order."""
+    names = store.get_meta("user_columns")
+    return [str(name) for name in names] if isinstance(names, list) else []
+
+
+def write_rows(
+    rows: Iterable[dict[str, Any]],
+    handle: TextIO,
+    *,
+    fmt: Format,
+    columns: Sequence[str] = (),
+) -> int:
+    """Job rows as csv, json or jsonl (columns: store.REPORT_COLUMNS); the number of rows.
+
+    The user's kept CSV columns are an object `user_columns` in json and jsonl; csv has it as
+    compact JSON, and each of `columns` as a column of its own after ours (suffixed " (csv)"
+    if it shares a name with one of ours).
+    """
     if fmt is Format.CSV:
-        return _write_csv(rows, handle)
+        return _write_csv(rows, handle, columns=columns)
     if fmt is Format.JSONL:
         return _write_jsonl(rows, handle)
     if fmt is Format.JSON:
@@ -271,13 +291,21 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO) -> int:
+def _write_csv(rows: Iterable[dict[str, Any]], handle: TextIO, *, columns: Sequence[str]) -> int:
+    theirs = {name: f"{name} (csv)" if name in REPORT_COLUMNS else name for name in columns}
     writer = csv.DictWriter(
-        handle, fieldnames=REPORT_COLUMNS, lineterminator="\n", extrasaction="ignore"
+        handle,
+        fieldnames=[*REPORT_COLUMNS, *theirs.values()],
+        lineterminator="\n",
+        extrasaction="ignore",
     )
     writer.writeheader()
     count = 0
     for count, row in enumerate(rows, 1):  # noqa: B007 - the count is the result
+        kept = row.get("user_columns")
+        if kept:
+            row = {**row, **{theirs[k]: v for k, v in kept.items() if k in theirs}}
+            row["user_columns"] = json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
         writer.writerow(row)
     return count
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from batchmap import timeline
 from batchmap.models import JobState
+from batchmap.originals import Originals
 from batchmap.report import Written
 from batchmap.report_story import story_section
 from batchmap.timeline import History
@@ -146,8 +147,15 @@ def write_html(
     report_dir: Path,
     history: History | None = None,
     now: float | None = None,
+    originals: Originals | None = None,
 ) -> Written:
-    """Write the page; it accounts for every row and renders the capped sections."""
+    """Write the page; it accounts for every row and renders the capped sections.
+
+    With `originals` (the job's photos), the page opens with the photo review.
+    """
+    from batchmap.report_review import Review  # it imports this module's helpers
+
+    review = Review(originals, report_dir)
     moment = datetime.now(UTC).timestamp() if now is None else now
     tiles: list[str] = []
     failures: list[str] = []
@@ -158,6 +166,7 @@ def write_html(
     shown_verdicts: Counter[str] = Counter()
     heatmaps = 0
     for row in rows:
+        review.add(row)
         state = str(row["state"])
         seen[state] += 1
         verdict = _verdict_key(row.get("verdict"), verdicts)
@@ -186,6 +195,7 @@ def write_html(
         )
     )
     handle.write("<main>\n")
+    handle.write(review.section())
     handle.write(story_section(story, facts, now=moment))
     handle.write(_grid_section(tiles, heatmaps, shown_verdicts, verdicts))
     handle.write(
@@ -261,12 +271,22 @@ def _failure_row(row: dict[str, Any]) -> str:
         error = error[:MAX_ERROR_CHARS] + "…"
     retryable = "" if row["retryable"] is None else ("yes" if row["retryable"] else "no")
     return (
-        f'<tr><td class="id mono">{escape(str(row["identifier"]))}</td>'
+        f'<tr><td class="id mono">{escape(str(row["identifier"]))}'
+        f"{_kept_text(row.get('user_columns'))}</td>"
         f'<td class="num">{_text(row["http_status"])}</td>'
         f'<td class="num">{_text(row["attempts"])}</td>'
         f"<td>{retryable}</td>"
         f'<td class="err">{escape(error)}</td></tr>\n'
     )
+
+
+def _kept_text(columns: Any) -> str:
+    """The user's own CSV columns of a row, as "Name: Photo 7.jpg · ..." (clipped)."""
+    if not isinstance(columns, dict) or not columns:
+        return ""
+    text = " · ".join(f"{key}: {value}" for key, value in columns.items())
+    text = text if len(text) <= 300 else text[:300] + "…"
+    return f'<div class="kept">{escape(text)}</div>'
 
 
 def _text(value: Any) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from batchmap import originals
 from batchmap.config import DEFAULT_BASE_URL, DEFAULT_OUT, Api, Output, Pace
 from batchmap.errors import (
     EXIT_FAILED,
@@ -128,6 +129,8 @@ def prepare(
     retry_failed: bool = False,
     prefilter: bool = True,
     limit: int | None = None,
+    images: Path | None = None,
+    image_column: str | None = None,
 ) -> Iterator[Prepared]:
     """Everything before the first request, synchronous, under the job lock.
 
@@ -147,7 +150,8 @@ def prepare(
         base_url = resolve_base_url(store, api.base_url)
         check_base_url(base_url)
         if load is not None:
-            show_load(load, load_ids(store, load, column=column))
+            loaded = load_ids(store, load, column=column, images=images, image_column=image_column)
+            show_load(load, loaded)
         # Recover with the output the killed run used; only then remember this run's choices.
         recover(store, *stored_output(store))
         store.set_meta("out", str(out))
@@ -387,14 +391,24 @@ def recover(store: Store, out: Path, layout: Layout) -> None:
 # -- loading --------------------------------------------------------------------------------
 
 
-def load_ids(store: Store, csv_path: Path, *, column: str | None = None) -> LoadStats:
-    """Add a CSV's identifiers to the job table, saying what looked odd about them."""
+def load_ids(
+    store: Store,
+    csv_path: Path,
+    *,
+    column: str | None = None,
+    images: Path | None = None,
+    image_column: str | None = None,
+) -> LoadStats:
+    """Add a CSV's identifiers (and their rows' other columns) to the job table, saying what
+    looked odd about them; with `images`/`image_column`, remember where the photos are."""
     source = IdSource(csv_path, column=column)
-    seen, added = store.load_ids(source)
+    pairs = originals.checked(source, images=images, image_column=image_column)
+    seen, added = store.load_ids(pairs)
     for note in source.notes:
         log.info("note: %s", note)  # how the file was read, when that was guessed
     for warning in source.warnings:
         log.warning("warning: %s", warning)
+    originals.remember_load(store, source, images=images, image_column=image_column)
     return LoadStats(read=seen, added=added, duplicates=seen - added, blank=source.blank)
 
 

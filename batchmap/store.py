@@ -74,6 +74,11 @@ NEW_JOB_COLUMNS = (
     ("asked_at", "TEXT"),  # when the classifications endpoint was asked; NULL: never
 )
 V2_COLUMNS = V1_COLUMNS + tuple(name for name, _ in NEW_JOB_COLUMNS)
+# Added to v2 in place (no version bump: an older batchmap reads such a file unchanged).
+# A v2 file without them is brought forward at its next writable open.
+KEPT_JOB_COLUMNS = (
+    ("user_columns", "TEXT"),  # the CSV row's other columns, a JSON object (ids.MAX_COLUMNS_BYTES)
+)
 
 SCHEMA_V2_TABLES = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -109,7 +114,10 @@ CREATE TABLE IF NOT EXISTS timeline (
 CREATE INDEX IF NOT EXISTS jobs_unasked ON jobs (state) WHERE asked_at IS NULL;
 """
 
-REPORT_COLUMNS = (*V1_COLUMNS, "has_heatmap", "verdict", "confidence", "image_hash", "image_name")
+REPORT_COLUMNS = (
+    *V1_COLUMNS, "has_heatmap", "verdict", "confidence", "image_hash", "image_name",
+    "user_columns",  # decoded by `Store.rows` to a dict (None when the CSV had no other column)
+)  # fmt: skip
 
 RUN_COLUMNS = ("run_id", "started_at", "ended_at", "exit_code", "version", "pid", "options")
 TIMELINE_COUNTERS = (
@@ -274,6 +282,7 @@ def classify(conn: sqlite3.Connection) -> Inspection:
     if claims_ours and set(V2_COLUMNS) <= set(columns):
         stamped = app_id == APPLICATION_ID and user_version == SCHEMA_VERSION
         stamped = stamped and {"meta", "runs", "timeline"} <= tables
+        stamped = stamped and {name for name, _ in KEPT_JOB_COLUMNS} <= set(columns)
         return Inspection(Kind.CURRENT if stamped else Kind.V2)
     if (
         app_id == 0
@@ -306,6 +315,16 @@ def _meta_schema_version(conn: sqlite3.Connection) -> int | None:
     except (TypeError, ValueError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _lacks_only_kept(conn: sqlite3.Connection) -> bool:
+    """A stamped v2 file without the columns added in place since (`KEPT_JOB_COLUMNS`)."""
+    if classify(conn).kind is not Kind.V2:
+        return False
+    stamped = conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    stamped = stamped and conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    return stamped and {"meta", "runs", "timeline"} <= tables
 
 
 def _read_only_uri(path: Path, *, immutable: bool) -> str:
@@ -398,6 +417,17 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _user_columns(text: str | None) -> dict[str, str] | None:
+    """A row's kept CSV columns, decoded; None when there are none (or they are unreadable)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
 def _record_values(record: Record, stamp: str) -> tuple[Any, ...]:
     saved = record.saved
     return (
@@ -473,7 +503,14 @@ class Store:
 
     def _prepare(self, *, create: bool) -> None:
         if classify(self.conn).kind is not Kind.CURRENT:
-            self._bring_forward(create=create)
+            try:
+                self._bring_forward(create=create)
+            except sqlite3.OperationalError as error:
+                # A read-only file that lacks only the kept columns is still read whole.
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY or not _lacks_only_kept(
+                    self.conn
+                ):
+                    raise
         if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.conn.execute("PRAGMA journal_mode = WAL")
         # In WAL mode a committed transaction survives a process crash under NORMAL;
@@ -496,7 +533,7 @@ class Store:
             self.conn = sqlite3.connect(
                 _read_only_uri(self.path, immutable=True), uri=True, isolation_level=None
             )
-            current = classify(self.conn).kind is Kind.CURRENT
+            current = classify(self.conn).kind is Kind.CURRENT or _lacks_only_kept(self.conn)
         except sqlite3.Error as error:
             self.close()
             raise _storage_error(self.path, error) from error
@@ -526,7 +563,7 @@ class Store:
             for statement in _statements(SCHEMA_V1):
                 self.conn.execute(statement)
             present = set(_columns(self.conn, "jobs"))
-            for name, sql_type in NEW_JOB_COLUMNS:
+            for name, sql_type in (*NEW_JOB_COLUMNS, *KEPT_JOB_COLUMNS):
                 if name not in present:
                     self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
             for statement in _statements(SCHEMA_V2_TABLES):
@@ -579,8 +616,11 @@ class Store:
     # -- loading ---------------------------------------------------------------------------
 
     @_guarded
-    def load_ids(self, identifiers: Iterable[str]) -> tuple[int, int]:
+    def load_ids(self, identifiers: Iterable[str | tuple[str, str | None]]) -> tuple[int, int]:
         """Insert new identifiers as `pending`; returns (seen, added).
+
+        Each identifier may come with the CSV row's other columns (a JSON object, or None):
+        saved as `user_columns`, and updated on a known row when a later load changes them.
 
         One transaction for the whole stream: a file that turns out bad halfway (the reader
         raises) adds nothing, so fixing it and loading again is the whole recovery. The
@@ -594,23 +634,54 @@ class Store:
         seen = 0
         stream = iter(identifiers)
         self.conn.execute("PRAGMA threads = 2")  # lets SQLite's sorter merge on a second core
-        self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS staging (identifier TEXT NOT NULL)")
+        self.conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS staging (identifier TEXT NOT NULL, user_columns TEXT)"
+        )
+        columns = False
         try:
             with self._write(immediate=False):
                 while batch := list(islice(stream, LOAD_BATCH)):
-                    self._stage(batch)
+                    if isinstance(batch[0], tuple):
+                        pairs: list[tuple[str, str | None]] = batch  # type: ignore[assignment]
+                        columns = self._stage_with_columns(pairs) or columns
+                    else:
+                        self._stage(batch)  # type: ignore[arg-type]  # one kind per stream
                     seen += len(batch)
                 staged = self.conn.total_changes
                 self.conn.execute(
-                    "INSERT OR IGNORE INTO jobs (identifier, created_at) "
-                    "SELECT identifier, ? FROM staging ORDER BY identifier",
+                    "INSERT OR IGNORE INTO jobs (identifier, created_at, user_columns) "
+                    "SELECT identifier, ?, user_columns FROM staging ORDER BY identifier",
                     (now_iso(),),
                 )
                 added = self.conn.total_changes - staged
+                if columns:  # a duplicate's or a later load's columns: one value per row
+                    self.conn.execute(
+                        "UPDATE jobs SET user_columns = s.user_columns FROM "
+                        "(SELECT identifier, max(user_columns) AS user_columns FROM staging "
+                        "WHERE user_columns IS NOT NULL GROUP BY identifier) AS s "
+                        "WHERE jobs.identifier = s.identifier "
+                        "AND jobs.user_columns IS NOT s.user_columns"
+                    )
         finally:
             with suppress(sqlite3.Error):
                 self.conn.execute("DROP TABLE IF EXISTS temp.staging")
         return seen, added
+
+    def _stage_with_columns(self, batch: list[tuple[str, str | None]]) -> bool:
+        """Stage (identifier, columns) pairs; whether any row had columns."""
+        try:
+            self.conn.execute(
+                "INSERT INTO staging (identifier, user_columns) SELECT "
+                "json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
+                (json.dumps(batch),),
+            )
+        except sqlite3.OperationalError as error:
+            if "json" not in str(error):
+                raise
+            self.conn.executemany(
+                "INSERT INTO staging (identifier, user_columns) VALUES (?, ?)", batch
+            )
+        return any(columns is not None for _, columns in batch)
 
     def _stage(self, batch: list[str]) -> None:
         # One JSON array per batch: SQLite unpacks it in C, twice as fast as binding each row.
@@ -915,14 +986,18 @@ class Store:
     @_guarded_iter
     def rows(self, *, state: JobState | None = None) -> Iterator[dict[str, Any]]:
         """Every row in load order, streamed, optionally of one state."""
-        sql = f"SELECT {', '.join(REPORT_COLUMNS)} FROM jobs"
+        present = set(_columns(self.conn, "jobs"))  # kept columns may be missing (read-only)
+        selected = (name if name in present else f"NULL AS {name}" for name in REPORT_COLUMNS)
+        sql = f"SELECT {', '.join(selected)} FROM jobs"
         params: tuple[str, ...] = ()
         if state is not None:
             sql += " WHERE state = ?"
             params = (state.value,)
         cursor = self.conn.execute(sql + " ORDER BY rowid", params)
         for row in cursor:
-            yield dict(zip(REPORT_COLUMNS, row, strict=True))
+            found = dict(zip(REPORT_COLUMNS, row, strict=True))
+            found["user_columns"] = _user_columns(found["user_columns"])
+            yield found
 
     # -- files (for verify) ------------------------------------------------------------------
 

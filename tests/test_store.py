@@ -484,7 +484,7 @@ def test_done_files_and_return_to_pending(store: Store) -> None:
 def test_report_columns_keep_the_old_ones_first() -> None:
     assert REPORT_COLUMNS[: len(V1_COLUMNS)] == V1_COLUMNS
     assert REPORT_COLUMNS[len(V1_COLUMNS) :] == (
-        "has_heatmap", "verdict", "confidence", "image_hash", "image_name",
+        "has_heatmap", "verdict", "confidence", "image_hash", "image_name", "user_columns",
     )  # fmt: skip
 
 

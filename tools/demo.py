@@ -6,6 +6,7 @@ runs `batchmap run`, shows `status` and writes an HTML report, then stops the se
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -38,22 +39,45 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
     return server, line.rsplit(" ", 1)[-1]
 
 
+def make_photos(folder: Path) -> None:
+    """A made-up photo per sample id (photos/ID.jpg): a sky, a hill and a sun where the fake
+    server's heatmap for that id is hottest, so the review page shows heat over something."""
+    from PIL import Image, ImageDraw
+
+    from batchmap.fakeserver import heatmap_png
+
+    folder.mkdir()
+    for line in (ROOT / "sample_ids.csv").read_text().split()[1:]:
+        with Image.open(io.BytesIO(heatmap_png(line))) as heat:
+            red = heat.convert("RGB").getchannel("R")
+        box = red.point(lambda level: 255 * (level > 200)).getbbox() or (24, 24, 40, 40)
+        fx, fy = (box[0] + box[2]) / 2 / red.width, (box[1] + box[3]) / 2 / red.height
+        photo = Image.new("RGB", (640, 480), (120, 170, 220))
+        draw = ImageDraw.Draw(photo)
+        draw.ellipse((-200, 330, 840, 800), fill=(70, 130, 60))
+        draw.ellipse((640 * fx - 40, 480 * fy - 40, 640 * fx + 40, 480 * fy + 40), fill="gold")
+        photo.save(folder / f"{line}.jpg", quality=85)
+
+
 def main() -> int:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir()
+    make_photos(OUT / "photos")
     server, url = start_server()
     env = {**os.environ, "IDENTIFAI_API_KEY": KEY, "IDENTIFAI_BASE_URL": url}
     try:
         print(f"fake identifAI at {url} (limits 2/s and 60/min per key, like the real API)")
-        code = batchmap("run", str(ROOT / "sample_ids.csv"), env=env)
+        code = batchmap("run", str(ROOT / "sample_ids.csv"), "--images", "photos", env=env)
         print(f"(exit code {code}: 1 means the run finished and some rows failed, as 3 must here)")
         batchmap("status")
         batchmap("report", "--format", "html", "-o", "report.html")
         batchmap("report", "--state", "failed", "--format", "csv")
+        batchmap("export", "overlays", "--out", "overlays", "--sheet", "25")
     finally:
         server.terminate()
         server.wait(timeout=10)
-    print(f"\nheatmaps in {OUT / 'heatmaps'}; open {OUT / 'report.html'} in a browser")
+    print(f"\nheatmaps in {OUT / 'heatmaps'}, composites in {OUT / 'overlays'}")
+    print(f"open {OUT / 'report.html'} in a browser: it opens with each photo under its heatmap")
     return 0 if code in (0, 1) else code
 
 
