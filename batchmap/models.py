@@ -1,4 +1,4 @@
-"""Plain data: job states, jobs, fetch outcomes. No I/O here."""
+"""Plain data: job states, jobs, fetch outcomes, what a report wrote. No I/O here."""
 
 from __future__ import annotations
 
@@ -126,3 +126,33 @@ class MinuteStats:
     pause_reasons: dict[str, float] = field(default_factory=dict)
     pacer_rate: float | None = None
     limits: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a report wrote: the rows it accounts for and how many it shows one by one.
+
+    For csv/json/jsonl every row is written (`rendered == rows`); the HTML page counts all
+    rows but renders at most a capped number of thumbnails and failed rows. `reader_gone`
+    is set when standard output was closed early (`| head`): not an error.
+    """
+
+    rows: int
+    rendered: int
+    thumbnails: int = 0
+    failures: int = 0
+    reader_gone: bool = False
+
+    def __str__(self) -> str:
+        # The row count, so `f"wrote {written} rows"` reads as before the CLI uses message().
+        return str(self.rows)
+
+    def message(self, target: object) -> str:
+        """The one line the CLI prints after writing to `target`."""
+        noun = "row" if self.rows == 1 else "rows"
+        if self.rendered == self.rows:
+            return f"wrote {self.rows} {noun} to {target}"
+        return (
+            f"wrote {self.rows} {noun} to {target} ({self.thumbnails} thumbnails and "
+            f"{self.failures} failed rows shown; all rows: batchmap report --format csv)"
+        )

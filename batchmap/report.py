@@ -9,7 +9,6 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,9 +16,10 @@ from typing import Any, TextIO
 from batchmap import timeline
 from batchmap.errors import InputError
 from batchmap.lock import JobLock
-from batchmap.models import JobState
+from batchmap.models import JobState, Written
 from batchmap.originals import META_KEY as ORIGINALS_KEY
 from batchmap.originals import remembered as remembered_originals
+from batchmap.report_html import write_html
 from batchmap.store import REPORT_COLUMNS, Store
 from batchmap.timeline import History
 
@@ -35,36 +35,6 @@ class Format(StrEnum):
     JSONL = "jsonl"
     HTML = "html"
     TIMELINE_CSV = "timeline-csv"  # one row per (run, minute) of the timeline table
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What a report wrote: the rows it accounts for and how many it shows one by one.
-
-    For csv/json/jsonl every row is written (`rendered == rows`); the HTML page counts all
-    rows but renders at most a capped number of thumbnails and failed rows. `reader_gone`
-    is set when standard output was closed early (`| head`): not an error.
-    """
-
-    rows: int
-    rendered: int
-    thumbnails: int = 0
-    failures: int = 0
-    reader_gone: bool = False
-
-    def __str__(self) -> str:
-        # The row count, so `f"wrote {written} rows"` reads as before the CLI uses message().
-        return str(self.rows)
-
-    def message(self, target: object) -> str:
-        """The one line the CLI prints after writing to `target`."""
-        noun = "row" if self.rows == 1 else "rows"
-        if self.rendered == self.rows:
-            return f"wrote {self.rows} {noun} to {target}"
-        return (
-            f"wrote {self.rows} {noun} to {target} ({self.thumbnails} thumbnails and "
-            f"{self.failures} failed rows shown; all rows: batchmap report --format csv)"
-        )
 
 
 def read_history(store: Store) -> History:
@@ -221,7 +191,6 @@ def export(
     if fmt is not Format.HTML:
         count = write_rows(rows, handle, fmt=fmt, columns=kept_column_names(store))
         return Written(count, count)
-    from batchmap.report_html import write_html  # only the HTML report needs it
 
     moment = time.time() if now is None else now
     base = (report_dir or Path.cwd()).absolute()

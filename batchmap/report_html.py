@@ -8,23 +8,20 @@ group and per verdict. The run's story comes from the `runs` and `timeline` tabl
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from html import escape
-from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
 
 from batchmap import timeline
-from batchmap.models import JobState
+from batchmap.html_parts import asset, confidence_text, image_src
+from batchmap.models import JobState, Written
 from batchmap.originals import Originals
-from batchmap.report import Written
+from batchmap.report_review import Review
 from batchmap.report_story import story_section
 from batchmap.timeline import History
 
@@ -131,14 +128,6 @@ def failure_group(row: dict[str, Any]) -> str:
     return "other"
 
 
-@cache
-def asset(name: str) -> str:
-    """A file of batchmap/assets (package data), checked safe to inline in its element."""
-    text = resources.files("batchmap").joinpath("assets", name).read_text(encoding="utf-8")
-    assert "</" not in text, f"{name} must not contain '</' to be inlined"
-    return text
-
-
 def write_html(
     rows: Iterable[dict[str, Any]],
     handle: TextIO,
@@ -153,8 +142,6 @@ def write_html(
 
     With `originals` (the job's photos), the page opens with the photo review.
     """
-    from batchmap.report_review import Review  # it imports this module's helpers
-
     review = Review(originals, report_dir)
     moment = datetime.now(UTC).timestamp() if now is None else now
     tiles: list[str] = []
@@ -220,24 +207,6 @@ def _verdict_key(value: Any, counted: Counter[str]) -> str:
     if key in counted or len(counted) < MAX_VERDICTS:
         return key
     return "other"
-
-
-def image_src(path: str, report_dir: Path) -> str:
-    """The URL of `path` relative to `report_dir`, or a file:// URI when no relative path exists."""
-    try:
-        relative = os.path.relpath(path, report_dir)
-    except ValueError:  # another drive on Windows
-        return Path(path).absolute().as_uri()
-    return quote(Path(relative).as_posix())
-
-
-def confidence_text(value: Any) -> str:
-    """A confidence as a percentage: 0..1 is a fraction, 1..100 already a percentage."""
-    number = timeline.finite(value)
-    if number is None or number < 0:
-        return ""
-    percent = number * 100 if number <= 1 else number
-    return f"{percent:.0f}%" if percent <= 100 else f"{number:g}"
 
 
 def _tile(row: dict[str, Any], report_dir: Path, verdict: str) -> str:

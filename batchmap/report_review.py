@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from batchmap import originals as photos
+from batchmap.html_parts import asset, confidence_text, image_src
 from batchmap.models import JobState
-from batchmap.report_html import asset, confidence_text, image_src
 
 MAX_REVIEW = 500
 OVERLAYS = "batchmap export overlays --out overlays/"

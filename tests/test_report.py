@@ -17,8 +17,8 @@ import pytest
 
 from batchmap import report, store
 from batchmap.errors import InputError
-from batchmap.models import JobState
-from batchmap.report import Format, Written, export, story_facts, write_rows
+from batchmap.models import JobState, Written
+from batchmap.report import Format, export, story_facts, write_rows
 from batchmap.store import Store
 from batchmap.timeline import History, parse_time
 from tests.conftest import cli_env

@@ -21,8 +21,9 @@ from urllib.parse import unquote
 import pytest
 
 from batchmap import report_html
-from batchmap.report import Written
-from batchmap.report_html import image_src, write_html
+from batchmap.html_parts import image_src
+from batchmap.models import Written
+from batchmap.report_html import write_html
 from batchmap.timeline import History, iso
 
 STAMP = "2024-05-01T12:00:00.000Z"
