@@ -21,6 +21,7 @@ from rich.table import Table
 
 from batchmap import __version__
 from batchmap.config import (
+    DEFAULT_BASE_URL,
     DEFAULT_DB,
     DEFAULT_MAX_BODY,
     DEFAULT_TIMEOUT,
@@ -190,7 +191,7 @@ def fetch_options(func: F) -> F:
             envvar="IDENTIFAI_BASE_URL",
             default=None,
             show_envvar=True,
-            help="API origin [default: https://backend.identifai.net, or what the job "
+            help=f"API origin [default: {DEFAULT_BASE_URL}, or what the job "
             "remembers]. Given explicitly, it is remembered for later runs.",
         ),
         click.option(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from batchmap.config import Api, Output, Pace
+from batchmap.config import DEFAULT_DB, Api, Output, Pace
 from batchmap.errors import BatchmapError, InputError
 from batchmap.files import Layout
 from batchmap.lock import JobLock
@@ -40,7 +40,7 @@ PathLike = str | os.PathLike[str]
 class Job:
     """One job database: load identifiers, fetch their heatmaps, ask what happened."""
 
-    def __init__(self, db: PathLike = "batchmap.db") -> None:
+    def __init__(self, db: PathLike = DEFAULT_DB) -> None:
         self.db = Path(db)
 
     def __repr__(self) -> str:
