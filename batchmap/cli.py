@@ -41,6 +41,7 @@ from batchmap.errors import (
 from batchmap.files import Layout
 from batchmap.models import JobState
 from batchmap.report import Format, read_status, story_lines, write_report
+from batchmap.timeline import human_seconds, iso
 
 if TYPE_CHECKING:
     from batchmap.session import RunResult
@@ -92,11 +93,10 @@ class _JsonLines(logging.Formatter):
     """`--log-format json`: one object a line with time, level, event and message."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from batchmap.progress import now_iso
 
         return json.dumps(
             {
-                "time": now_iso(),
+                "time": iso(),
                 "level": record.levelname.lower(),
                 "event": getattr(record, "event", "log"),
                 "message": record.getMessage(),
@@ -784,7 +784,7 @@ def _log_summary(result: RunResult) -> None:
     click.echo(
         json.dumps(
             {
-                "time": _now_iso(),
+                "time": iso(),
                 "level": "info",
                 "event": "summary",
                 "exit_code": result.exit_code,
@@ -801,14 +801,7 @@ def _log_summary(result: RunResult) -> None:
     )
 
 
-def _now_iso() -> str:
-    from batchmap.progress import now_iso
-
-    return now_iso()
-
-
 def _show_summary(result: RunResult) -> None:
-    from batchmap.progress import duration
 
     counts, tally = result.counts, result.tally
     console = _Console(soft_wrap=True)
@@ -818,7 +811,7 @@ def _show_summary(result: RunResult) -> None:
         return
     table = Table(
         title=f"batchmap: run {'interrupted' if result.interrupted else 'finished'} "
-        f"after {duration(result.elapsed)}"
+        f"after {human_seconds(result.elapsed)}"
     )
     table.add_column("state")
     table.add_column("rows", justify="right")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from batchmap.ids import IdSource
-from batchmap.progress import duration
 from batchmap.report import learned_limits
 from batchmap.store import check_database
+from batchmap.timeline import human_seconds
 from batchmap.where import DOCUMENTED_LIMITS, limits_text, steady_rate
 
 BATCH = 100  # identifiers per classifications request (prefilter.BATCH)
@@ -71,7 +71,7 @@ class Estimate:
             + (f"; --limit {self.limit:,}" if self.limit is not None else "")
             + ")",
             f"without the prefilter: {self.without_prefilter:,} heatmap requests, "
-            f"{duration(self.without_prefilter / self.rate)}",
+            f"{human_seconds(self.without_prefilter / self.rate)}",
         ]
         if self.prefilter:
             asks, heatmaps = self.with_prefilter()
@@ -83,14 +83,14 @@ class Estimate:
                 )
                 lines.append(
                     f"with the prefilter: {_requests(asks, 'classification')} + at most "
-                    f"{heatmaps:,} heatmap requests, at most {duration(total / self.rate)}; "
+                    f"{heatmaps:,} heatmap requests, at most {human_seconds(total / self.rate)}; "
                     + saving
                 )
             else:
                 lines.append(
                     f"with the prefilter: {_requests(asks, 'classification')} + about "
                     f"{heatmaps:,} heatmap requests ({self.no_heatmap_share:.0%} of this "
-                    f"job's finished rows had no heatmap), {duration(total / self.rate)}"
+                    f"job's finished rows had no heatmap), {human_seconds(total / self.rate)}"
                 )
         origin = "remembered by this job" if self.limits_remembered else "identifAI's documented"
         cap = f", capped by --max-rate {self.max_rate:g}/s" if self.max_rate else ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from rich.console import Console, Group
@@ -15,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchmap.session import Progress
+from batchmap.timeline import human_seconds, iso
 
 
 class Mode(StrEnum):
@@ -57,9 +57,7 @@ class ProgressView:
             self.console.file.write(json_line(progress) + "\n")
             self.console.file.flush()
         else:
-            self.console.print(
-                f"{now_iso()} {plain_line(progress)}", highlight=False, soft_wrap=True
-            )
+            self.console.print(f"{iso()} {plain_line(progress)}", highlight=False, soft_wrap=True)
 
     def stopping(self, *, force: bool) -> None:
         """Say at once what a Ctrl-C does, before the slow requests in flight end."""
@@ -75,7 +73,7 @@ class ProgressView:
             self._live.console.print(message, style="yellow", highlight=False)
         elif self.mode is Mode.JSON:
             record = {
-                "time": now_iso(),
+                "time": iso(),
                 "level": "warning",
                 "event": "stopping",
                 "message": message,
@@ -92,16 +90,11 @@ class ProgressView:
             self._live = None
 
 
-def now_iso() -> str:
-    """The wall-clock time as 2026-12-04T12:30:05Z, for log lines."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def json_line(snap: Progress, *, event: str = "progress") -> str:
     """One JSON object: time, level, event and the run's counts."""
     return json.dumps(
         {
-            "time": now_iso(),
+            "time": iso(),
             "level": "info",
             "event": event,
             "finished": snap.finished,
@@ -121,20 +114,6 @@ def json_line(snap: Progress, *, event: str = "progress") -> str:
     )
 
 
-def duration(seconds: float | None) -> str:
-    """12s, 4m05s, 3h20m, 11d14h."""
-    if seconds is None:
-        return "?"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
 def _counts_text(snap: Progress) -> str:
     return (
         f"done {snap.done} · no_heatmap {snap.no_heatmap} · "
@@ -145,7 +124,7 @@ def _counts_text(snap: Progress) -> str:
 def _pace_text(snap: Progress) -> str:
     pacer = f"{snap.pacer_rate:.2f}/s" if snap.pacer_rate else "unpaced"
     return (
-        f"rate {snap.rate:.2f}/s (pacer {pacer}) · ETA {duration(snap.eta)} · "
+        f"rate {snap.rate:.2f}/s (pacer {pacer}) · ETA {human_seconds(snap.eta)} · "
         f"retries {snap.retries} · 429s {snap.rate_limited}"
     )
 

@@ -178,14 +178,17 @@ def parse_time(text: str | None) -> float | None:
     return moment.timestamp()
 
 
-def iso(seconds: float) -> str:
-    """'YYYY-MM-DDTHH:MM:SSZ' for epoch seconds."""
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=0)
-    return moment.isoformat().replace("+00:00", "Z")
+def iso(seconds: float | None = None, *, ms: bool = False) -> str:
+    """'YYYY-MM-DDTHH:MM:SSZ' for epoch seconds (now when None); `ms` adds milliseconds."""
+    moment = datetime.now(UTC) if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    text = moment.isoformat(timespec="milliseconds" if ms else "seconds")
+    return text.replace("+00:00", "Z")
 
 
-def human_seconds(seconds: float) -> str:
-    """'45s', '12m', '3h20m', '2d4h': short and rounded."""
+def human_seconds(seconds: float | None) -> str:
+    """'45s', '4m05s', '12m', '3h20m', '2d04h': short and rounded; '?' when unknown."""
+    if seconds is None:
+        return "?"
     s = max(0, round(seconds))
     if s < 60:
         return f"{s}s"
@@ -193,7 +196,7 @@ def human_seconds(seconds: float) -> str:
         return f"{s // 60}m" + (f"{s % 60:02d}s" if s < 600 and s % 60 else "")
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def finite(value: Any) -> float | None:

@@ -9,15 +9,16 @@ import httpx
 from batchmap.files import Layout
 from batchmap.models import JobState
 from batchmap.pacer import Pacer
-from batchmap.progress import duration, plain_line
+from batchmap.progress import plain_line
 from batchmap.runner import Runner, RunSettings
 from batchmap.session import Watch
 from batchmap.store import Store
+from batchmap.timeline import human_seconds
 from tests.limiters import FakeClock
 
 
 def test_durations_read_like_a_person_writes_them() -> None:
-    assert [duration(s) for s in (None, 12, 245, 12_000, 1_000_000)] == [
+    assert [human_seconds(s) for s in (None, 12, 245, 12_000, 1_000_000)] == [
         "?", "12s", "4m05s", "3h20m", "11d13h",
     ]  # fmt: skip
 

@@ -335,7 +335,7 @@ def test_timeline_columns_follow_the_schema() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (45, "45s"), (80, "1m20s"), (600, "10m"), (3660, "1h01m"), (93600, "1d2h")],
+    [(0, "0s"), (45, "45s"), (80, "1m20s"), (600, "10m"), (3660, "1h01m"), (93600, "1d02h")],
 )
 def test_human_seconds(seconds: float, text: str) -> None:
     assert timeline.human_seconds(seconds) == text
