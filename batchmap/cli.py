@@ -40,7 +40,7 @@ from batchmap.errors import (
 )
 from batchmap.files import Layout
 from batchmap.models import JobState
-from batchmap.report import Format, read_status, story_lines, write_report
+from batchmap.report import Format, read_status, silence_stdout, story_lines, write_report
 from batchmap.timeline import human_seconds, iso
 
 if TYPE_CHECKING:
@@ -80,12 +80,8 @@ class _Console(Console):
 
 
 def _quiet_broken_pipe() -> NoReturn:
-    # `batchmap report | head -1`: the reader left, which is fine. Point stdout at devnull so
-    # the interpreter's final flush cannot complain, and exit like a shell pipeline would.
-    import os
-
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    # `batchmap status | head -3`: the reader left, which is fine; exit as a pipeline would.
+    silence_stdout()
     sys.exit(0)
 
 

@@ -328,12 +328,13 @@ def _to_stdout(store: Store, *, fmt: Format, state: JobState | None) -> Written:
         written = export(store, sys.stdout, fmt=fmt, state=state)
         sys.stdout.flush()  # inside the try: the last buffer is where a closed pipe shows
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return Written(0, 0, reader_gone=True)
     return written
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone (`| head`): the one way we do it."""
     # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush from
     # printing "Exception ignored ... BrokenPipeError" (the recipe in Python's signal docs).
     try:
