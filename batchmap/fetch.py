@@ -228,24 +228,28 @@ async def _exchange(
     base = client.base_url
     url = base.copy_with(raw_path=base.raw_path.rstrip(b"/") + path.encode("ascii"))
     origin = _origin(url)
+    heard = False  # the server sent a status line: it is up, however slow its body
+    last: httpx.Response | None = None
     try:
         async with asyncio.timeout(timeout):  # a total deadline: a trickling server can't stall us
             for _ in range(MAX_REDIRECTS + 1):
                 # identity: a compressed body would cost CPU and need a bounded inflate.
                 headers = {"Accept-Encoding": "identity"}
                 async with client.stream("GET", url, headers=headers) as response:
+                    heard = True
                     if not response.is_redirect:
                         return await _read(response, max_bytes=max_bytes)
                     # The redirect's own body is never read: only where it points matters.
+                    last = response
                     target = response.url.join(response.headers.get("location", ""))
                     if _origin(target) != origin:
-                        where = clean_text(f"{target.scheme}://{target.host}", limit=80)
-                        why = f"redirect to another origin refused ({where})"
+                        why = redirect_advice(target, path)
                         return Outcome(
                             Verdict.FAILED,
                             http_status=response.status_code,
                             error=_scrubbed(client, why),
                             headers=response.headers,
+                            failure=Failure.REDIRECT,
                         )
                     url = target
     except _BodyRefused as refused:
@@ -261,6 +265,9 @@ async def _exchange(
     except (TimeoutError, httpx.TimeoutException) as error:
         if isinstance(error, httpx.ConnectTimeout):
             return _no_answer(Failure.CONNECT, f"could not connect within {timeout:g}s")
+        if not heard and not isinstance(error, httpx.PoolTimeout):
+            # Connected (or not) and never answered: as good as unreachable (issue 17, item 3).
+            return _no_answer(Failure.SILENT, f"no answer within {timeout:g}s")
         return _no_answer(Failure.TIMEOUT, f"timed out after {timeout:g}s")
     except (httpx.ConnectError, httpx.ProxyError, httpx.UnsupportedProtocol) as error:
         return _no_answer(Failure.CONNECT, _scrubbed(client, _describe(error)))
@@ -269,7 +276,38 @@ async def _exchange(
         return _no_answer(Failure.NETWORK, "the request could not be sent (an invalid header)")
     except httpx.TransportError as error:
         return _no_answer(Failure.NETWORK, _scrubbed(client, _describe(error)))
-    return Outcome(Verdict.FAILED, error=f"more than {MAX_REDIRECTS} redirects")
+    assert last is not None
+    where = _shown_origin(last.url)
+    return Outcome(
+        Verdict.FAILED,
+        http_status=last.status_code,
+        error=f"a redirect loop (more than {MAX_REDIRECTS} redirects within {where}): "
+        "check --base-url",
+        headers=last.headers,
+        failure=Failure.REDIRECT,
+    )
+
+
+def _shown_origin(url: httpx.URL) -> str:
+    """scheme://host:port with the port always written: often the port is what differs."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return clean_text(f"{url.scheme}://{host}:{port}", limit=120)
+
+
+def redirect_advice(target: httpx.URL, path: str) -> str:
+    """One line about a redirect to another origin: where it points and the --base-url to use.
+
+    When the target keeps the request's path under another origin (http -> https, a moved
+    host), the base URL to use is that origin plus the target's path prefix.
+    """
+    where = _shown_origin(target)
+    asked = path.partition("?")[0]
+    prefix = target.raw_path.decode("ascii", "replace").partition("?")[0]
+    if prefix.endswith(asked):
+        suggested = clean_text(where + prefix[: len(prefix) - len(asked)].rstrip("/"), limit=200)
+        return f"the API redirects to {where} (another origin, not followed): use --base-url {suggested}"
+    return f"the API redirects to {where} (another origin, not followed): check --base-url"
 
 
 def _no_answer(failure: Failure, error: str | None) -> Outcome:

@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from batchmap.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    ApiUnusableError,
     BatchmapError,
     InputError,
 )
@@ -34,15 +36,17 @@ from batchmap.ids import IdSource
 from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats
 from batchmap.pacer import Pacer
-from batchmap.policy import check_api_key
+from batchmap.policy import RETRY_AFTER_MAX, check_api_key
 from batchmap.prefilter import META_KEY as PREFILTER_KEY
 from batchmap.prefilter import remembered_unavailable
-from batchmap.runner import Runner, RunSettings, Stop, Tally
+from batchmap.runner import Runner, RunSettings, ServerWait, Stop, Tally
 from batchmap.store import Store, check_database
 
 log = logging.getLogger("batchmap")
 
 TICK_EVERY = 0.5  # seconds between progress snapshots
+WAIT_KEY = "server_wait"  # meta: {"until": epoch seconds, "status": HTTP status} a server named
+NO_PREFILTER_KEY = "no_prefilter"  # meta: true once a run was told --no-prefilter
 ETA_WINDOW = 600.0  # at most this much history behind the ETA's rate
 
 
@@ -113,12 +117,13 @@ def prepare(
     load: Path | None = None,
     column: str | None = None,
     retry_failed: bool = False,
-    prefilter: bool = True,
+    prefilter: bool | None = True,
 ) -> Iterator[Prepared]:
     """Everything before the first request, synchronous, under the job lock.
 
     Kept out of the event loop so that Ctrl-C during a long load is a KeyboardInterrupt that
     rolls the load back whole. The run's record is closed with its exit code on the way out.
+    `prefilter` None: as the job remembers (--no-prefilter is remembered, --prefilter forgets).
     """
     key, stripped = check_api_key(api.api_key)
     if stripped:
@@ -140,12 +145,13 @@ def prepare(
         store.set_meta("base_url", base_url)
         warn_if_plain_http(base_url)
         remove_partials(out)
+        wait_until = server_wait(store, max_wait=pace.max_wait)
         if retry_failed:
             store.retry_failed()
-        use_prefilter = prefilter and _prefilter_wanted(store, base_url)
+        use_prefilter = remember_prefilter(store, prefilter) and _prefilter_wanted(store, base_url)
         settings = RunSettings(
             out=out, layout=layout, pace=pace, timeout=api.timeout, max_body=api.max_body,
-            prefilter=use_prefilter, where=_where(base_url),
+            prefilter=use_prefilter, where=_where(base_url), wait_until=wait_until,
         )  # fmt: skip
         options = {
             "base_url": base_url, "out": str(out), "layout": layout.value,
@@ -231,7 +237,10 @@ async def _fetch(
             raise
         finally:
             ticker.cancel()
-            store.set_meta("pacer", pacer.state())
+            if runner.server_wait is not None:
+                wait = runner.server_wait
+                store.set_meta(WAIT_KEY, {"until": wait.until, "status": wait.status})
+            store.set_meta("pacer", with_server_wait(pacer.state(), runner.server_wait))
     counts = store.counts()
     return RunResult(
         counts=counts,
@@ -247,7 +256,7 @@ async def _tick(
 ) -> None:
     saved: dict[str, Any] = {}
     while True:
-        state = runner.pacer.state()
+        state = with_server_wait(runner.pacer.state(), runner.server_wait)
         if state != saved:
             runner.store.set_meta("pacer", state)  # a server-imposed pause survives a restart
             saved = state
@@ -341,6 +350,46 @@ def resolve_base_url(store: Store, wanted: str | None) -> str:
     wanted = wanted.rstrip("/")
     if stored is not None and stored != wanted:
         log.info("note: base URL changed from %s to %s (remembered for later runs)", stored, wanted)
+    return wanted
+
+
+def server_wait(store: Store, *, max_wait: float, now: float | None = None) -> float:
+    """The time a server asked not to be called before (epoch; 0 for none), kept exactly.
+
+    A wait longer than --max-wait refuses the run at once (exit 4) with the time; a shorter
+    one is slept through by the runner.
+    """
+    saved = store.get_meta(WAIT_KEY)
+    if not isinstance(saved, dict):
+        return 0.0
+    until, status = saved.get("until"), saved.get("status")
+    moment = time.time() if now is None else now
+    if not isinstance(until, int | float) or not moment < until < moment + RETRY_AFTER_MAX:
+        return 0.0  # over, or not a sane number
+    said = ServerWait(until, status if isinstance(status, int) else None).text(now=moment)
+    if until - moment > max_wait:
+        raise ApiUnusableError(
+            f"{said}, over --max-wait ({max_wait:g} s): rows are pending; `batchmap resume` "
+            "then, or with a larger --max-wait to wait it out"
+        )
+    log.info("%s: waiting for it (within --max-wait)", said)
+    return float(until)
+
+
+def with_server_wait(state: dict[str, Any], wait: ServerWait | None) -> dict[str, Any]:
+    """The pacer's saved state with a server-named wait beyond its hour, so `status` says it."""
+    if wait is None or wait.until <= float(state.get("paused_until") or 0.0):
+        return state
+    reason = wait.text(now=time.time(), span=False)  # status adds the seconds left
+    return {**state, "paused_until": round(wait.until, 3), "pause_reason": reason}
+
+
+def remember_prefilter(store: Store, wanted: bool | None) -> bool:
+    """Whether to use the prefilter: as asked (and remembered), or as the job remembers."""
+    if wanted is None:
+        return not store.get_meta(NO_PREFILTER_KEY)
+    if bool(store.get_meta(NO_PREFILTER_KEY)) == wanted:
+        store.set_meta(NO_PREFILTER_KEY, not wanted)
     return wanted
 
 

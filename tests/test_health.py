@@ -9,7 +9,7 @@ import pytest
 from batchmap.health import PROBE_CAP, PROBE_FIRST, START_PROBES, STREAK, Health
 from batchmap.models import Failure
 
-C, T, S = Failure.CONNECT, Failure.TIMEOUT, Failure.SERVER
+C, T, S = Failure.CONNECT, Failure.SILENT, Failure.SERVER
 
 
 class Clock:
@@ -82,13 +82,13 @@ def test_outage_probes_back_off_to_a_cap_and_say_since_when() -> None:
     pauses = []
     for i in range(STREAK + 12):
         clock.now += 1  # failures over more than STREAK_SECONDS, with no good answer
-        call = h.on_failure(f"id{i}", T, "timed out after 30s")
+        call = h.on_failure(f"id{i}", T, "no answer within 30s")
         if call.pause_for:
             pauses.append(call.pause_for)
             clock.now += call.pause_for
     assert pauses[0] == PROBE_FIRST
     assert pauses == sorted(pauses) and max(pauses) == PROBE_CAP
-    assert call.reason.startswith("API unreachable since ") and "timed out" in call.reason
+    assert call.reason.startswith("API unreachable since ") and "no answer" in call.reason
 
 
 def test_an_outage_longer_than_the_limit_gives_up_with_what_to_do() -> None:
