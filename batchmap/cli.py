@@ -204,9 +204,9 @@ def fetch_options(func: F) -> F:
         ),
         click.option(
             "--prefilter/--no-prefilter",
-            default=True,
-            show_default=True,
-            help="Ask the classifications endpoint first, 100 identifiers a request.",
+            default=None,
+            help="Ask the classifications endpoint first, 100 identifiers a request "
+            "[default: on; --no-prefilter is remembered by the job].",
         ),
         click.option(
             "--progress-every",
@@ -529,7 +529,7 @@ def _fetch(
 ) -> NoReturn:
     from batchmap.progress import Mode, ProgressView
     from batchmap.runner import Stop
-    from batchmap.session import Prepared, fetch, prepare
+    from batchmap.session import STOP_SIGNALS, Prepared, fetch, prepare
 
     _setup_logging(options["quiet"], options["verbose"])
     api, pace, output = _configs(options)
@@ -537,18 +537,18 @@ def _fetch(
     view = ProgressView(mode, every=options["progress_every"])
     stop = Stop()
 
-    def on_signal() -> None:
-        stop.request()
+    def on_signal(sig: signal.Signals) -> None:
+        stop.request(sig.name)
         view.stopping(force=stop.force.is_set())
 
     async def go(prepared: Prepared) -> RunResult:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             return await fetch(prepared, on_progress=view, stop=stop)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 
     # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
@@ -633,4 +633,5 @@ def main() -> None:
     # SIGTERM takes Ctrl-C's path everywhere: exit 130, one line, nothing half-done. During
     # a run, the run's own handler replaces this one to stop gracefully.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)  # a closed terminal: stop, never die half-done
     cli(prog_name="batchmap")

@@ -306,8 +306,10 @@ def redirect_advice(target: httpx.URL, path: str) -> str:
     prefix = target.raw_path.decode("ascii", "replace").partition("?")[0]
     if prefix.endswith(asked):
         suggested = clean_text(where + prefix[: len(prefix) - len(asked)].rstrip("/"), limit=200)
-        return f"the API redirects to {where} (another origin, not followed): use --base-url {suggested}"
-    return f"the API redirects to {where} (another origin, not followed): check --base-url"
+        advice = f"use --base-url {suggested}"
+    else:
+        advice = "check --base-url"
+    return f"the API redirects to {where} (another origin, not followed): {advice}"
 
 
 def _no_answer(failure: Failure, error: str | None) -> Outcome:

@@ -91,12 +91,14 @@ class Stop:
     def __init__(self) -> None:
         self.graceful = asyncio.Event()
         self.force = asyncio.Event()
+        self.reason: str | None = None  # what asked first, e.g. "SIGTERM", for the run's record
 
-    def request(self) -> None:
-        """Escalate one step (Ctrl-C does this; so can a library caller)."""
+    def request(self, reason: str = "stop requested") -> None:
+        """Escalate one step (Ctrl-C, SIGTERM and SIGHUP do this; so can a library caller)."""
         if self.graceful.is_set():
             self.force.set()
         self.graceful.set()
+        self.reason = self.reason or reason
 
     @property
     def requested(self) -> bool:
@@ -196,7 +198,9 @@ class Runner:
                 *(
                     record.job
                     for record in (
-                        *self._held_404, *self._held_redirects, *self._condemned.values()
+                        *self._held_404,
+                        *self._held_redirects,
+                        *self._condemned.values(),
                     )
                 ),
             ]
@@ -508,11 +512,6 @@ class Runner:
                     "are pending again"
                 )
             )
-
-    def note_redirect(self, outcome: Outcome) -> None:
-        """A redirect elsewhere that is no row's (the prefilter's): counts towards the stop."""
-        if len(self._held_redirects) + 1 >= REDIRECTS and self._only_redirects:
-            self.end(ApiUnusableError(self._redirect_message(outcome.error)))
 
     def _hold_redirect(self, record: Record) -> None:
         # A redirect to another origin, or a loop, is an answer about the address: held until

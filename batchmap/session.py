@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -45,6 +46,8 @@ from batchmap.store import Store, check_database
 log = logging.getLogger("batchmap")
 
 TICK_EVERY = 0.5  # seconds between progress snapshots
+# Each stops a run as Ctrl-C does (SIGHUP: a closed ssh session without nohup).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WAIT_KEY = "server_wait"  # meta: {"until": epoch seconds, "status": HTTP status} a server named
 NO_PREFILTER_KEY = "no_prefilter"  # meta: true once a run was told --no-prefilter
 ETA_WINDOW = 600.0  # at most this much history behind the ETA's rate
@@ -105,6 +108,7 @@ class Prepared:
     settings: RunSettings
     run_id: int
     exit_code: int = EXIT_FAILED
+    end_reason: str | None = None  # kept in the run's record (a signal, an error)
 
 
 @contextmanager
@@ -163,12 +167,14 @@ def prepare(
             yield prepared
         except BatchmapError as error:
             prepared.exit_code = error.exit_code
+            prepared.end_reason = str(error)
             raise
         except (KeyboardInterrupt, asyncio.CancelledError):
             prepared.exit_code = EXIT_INTERRUPTED
+            prepared.end_reason = prepared.end_reason or "interrupted"
             raise
         finally:
-            store.end_run(prepared.run_id, exit_code=prepared.exit_code)
+            store.end_run(prepared.run_id, exit_code=prepared.exit_code, reason=prepared.end_reason)
 
 
 async def fetch(
@@ -178,10 +184,14 @@ async def fetch(
     stop: Stop | None = None,
 ) -> RunResult:
     """Fetch every unfinished row of a prepared job."""
-    result = await _fetch(
-        prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
-        on_progress, stop,
-    )  # fmt: skip
+    stop = stop or Stop()
+    try:
+        result = await _fetch(
+            prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
+            on_progress, stop,
+        )  # fmt: skip
+    finally:
+        prepared.end_reason = stop.reason
     prepared.exit_code = result.exit_code
     return result
 

@@ -835,13 +835,22 @@ class Store:
         return cursor.lastrowid
 
     @_guarded
-    def end_run(self, run_id: int, *, exit_code: int) -> None:
-        """Close a run's row with its exit code; a run killed before this keeps ended_at NULL."""
+    def end_run(self, run_id: int, *, exit_code: int, reason: str | None = None) -> None:
+        """Close a run's row with its exit code; a run killed before this keeps ended_at NULL.
+
+        `reason` (a signal's name, an error) is kept in the run's options as `ended_by`.
+        """
         with self._write():
             self.conn.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ? WHERE run_id = ?",
                 (now_iso(), exit_code, run_id),
             )
+            if reason is not None:
+                self.conn.execute(
+                    "UPDATE runs SET options = json_set(coalesce(options, '{}'), '$.ended_by', ?)"
+                    " WHERE run_id = ?",
+                    (reason[:200], run_id),
+                )
 
     @_guarded
     def runs(self) -> list[dict[str, Any]]:

@@ -1,0 +1,242 @@
+"""Issue 17, end to end: every night ends, and says how.
+
+Each test drives the real CLI through a real socket at a tests/hostile.py server that
+misbehaves one way (redirects, trickles, silence, long waits, slow answers under a signal)
+and checks that the job either finishes with only rows broken on their own `failed`, or stops
+within seconds with rows pending and one line saying what to do; nothing is left `running`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import API_KEY, Workspace, cli_env, make_ids, partial_files
+from tests.hostile import (
+    HostileServer,
+    fake_heatmaps,
+    hostile_in_thread,
+    huge_pngs,
+    redirect_all,
+    redirect_loop,
+    retry_after,
+    silent,
+    slow_after,
+    stalling,
+)
+
+HEATMAP = "/api/classification/heatmap/"
+CLASSIFICATIONS = "/api/classifications"
+
+
+def run(
+    space: Workspace, ids: list[str], url: str, *extra: str, command: str = "run"
+) -> tuple[int, str, float]:
+    head = ["run", space.csv(ids).name] if command == "run" else [command]
+    started = time.monotonic()
+    result = space.cli(
+        *head, "--db", space.db, "--out", space.out, "--base-url", url,
+        "--progress-every", "0.5", *extra, env=cli_env(IDENTIFAI_API_KEY=API_KEY),
+    )  # fmt: skip
+    assert "Traceback" not in result.output, result.output
+    return result.code, result.output, time.monotonic() - started
+
+
+def states(space: Workspace) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for row in space.rows().values():
+        counted[row["state"]] = counted.get(row["state"], 0) + 1
+    return counted
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
+
+
+# -- 1. redirects are an answer about the address ---------------------------------------------
+
+
+def test_a_base_url_that_redirects_to_https_stops_and_names_the_base_url_to_use(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("upgrade", ok=40)
+    server = HostileServer(redirect_all(scheme="https"))
+    with hostile_in_thread(server) as url:
+        code, output, took = run(workspace, ids, url)
+    assert code == 4, output
+    port = port_of(url)
+    assert f"the API redirects to https://127.0.0.1:{port}" in output
+    assert f"use --base-url https://127.0.0.1:{port}" in output
+    assert states(workspace) == {"pending": 40}, "a redirecting address failed rows"
+    assert len(server.requests) <= 12 and took < 15
+
+
+def test_a_redirect_loop_stops_the_run_with_rows_pending(workspace: Workspace) -> None:
+    ids = make_ids("loop", ok=30)
+    server = HostileServer(redirect_loop())
+    with hostile_in_thread(server) as url:
+        code, output, _ = run(workspace, ids, url, "--no-prefilter")
+    assert code == 4, output
+    assert f"redirect loop (more than 5 redirects within {url}" in output
+    assert states(workspace) == {"pending": 30}
+    assert len(server.requests) <= 6 * 8
+
+
+def test_a_single_row_that_redirects_while_others_succeed_fails_alone(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("one-redirect", ok=12)
+    moved, answer = ids[3], fake_heatmaps(key=API_KEY)
+
+    def handle(request):  # type: ignore[no-untyped-def]
+        if request.path.endswith(moved):
+            return redirect_all(scheme="https")(request)
+        return answer(request)
+
+    with hostile_in_thread(handle) as url:
+        code, output, _ = run(workspace, ids, url, "--no-prefilter")
+    assert code == 1, output
+    assert states(workspace) == {"done": 11, "failed": 1}
+    assert "another origin" in (workspace.rows()[moved]["error"] or "")
+
+
+# -- 2. a row that fails alone fails -----------------------------------------------------------
+
+
+def test_rows_that_always_trickle_fail_on_their_own_and_the_job_ends(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("trickle", ok=30)
+    slow = ids[:3]
+    server = HostileServer(stalling(slow, every=0.5, then=fake_heatmaps(key=API_KEY)))
+    with hostile_in_thread(server) as url:
+        code, output, took = run(
+            workspace, ids, url, "--no-prefilter", "--timeout", "1", "--max-attempts", "2",
+            "--backoff-base", "0.2", "--outage-limit", "60",
+        )  # fmt: skip
+    assert code == 1, output
+    assert states(workspace) == {"done": 27, "failed": 3}
+    rows = workspace.rows()
+    for identifier in slow:
+        assert rows[identifier]["attempts"] == 2, rows[identifier]
+        assert rows[identifier]["error"] == "timed out after 1s"
+    assert took < 20, f"{took:.0f} s for three broken rows"
+    top = workspace.status()["top_errors"]
+    assert {"error": "timed out after 1s", "count": 3} in top
+
+
+# -- 3. silence is an outage -------------------------------------------------------------------
+
+
+def test_a_server_that_never_answers_stops_the_run_like_a_refused_one(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("silence", ok=10)
+    with hostile_in_thread(silent()) as url:
+        code, output, took = run(workspace, ids, url, "--timeout", "1", "--no-prefilter")
+    assert code == 4, output
+    assert "never answers (no answer within 1s" in output
+    assert states(workspace) == {"pending": 10}
+    assert took < 15, f"{took:.0f} s to see that nothing answers"
+
+
+# -- 4. a server's long wait is kept exactly ---------------------------------------------------
+
+
+def test_a_daily_quota_is_kept_until_the_time_the_server_named(workspace: Workspace) -> None:
+    ids = make_ids("quota", ok=6)
+    server = HostileServer(retry_after("86400", times=1000))
+    with hostile_in_thread(server) as url:
+        code, output, _ = run(workspace, ids, url, "--no-prefilter")
+        assert code == 4, output
+        assert "the API asked to wait until" in output and "(24 h)" in output
+        asked = len(server.requests)
+        status = workspace.status()
+        assert status["pause"]["seconds_left"] > 86000, status["pause"]
+        at = output.split("the API asked to wait until ", 1)[1].split(" (")[0]
+        assert f"until {at}" in status["pause"]["reason"]
+
+        code, again, took = run(workspace, ids, url, command="resume")
+        assert code == 4 and took < 5, again
+        assert f"the API asked to wait until {at} (24 h)" in again
+        assert len(server.requests) == asked, "a request went out 24 h early"
+
+        # Allowed to wait: it waits (no request), and a signal still stops it at once.
+        spawned = workspace.spawn(
+            "resume", "--db", workspace.db, "--base-url", url, "--max-wait", "100000",
+            env=cli_env(IDENTIFAI_API_KEY=API_KEY),
+        )  # fmt: skip
+        time.sleep(2.5)
+        spawned.process.send_signal(signal.SIGTERM)
+        result = spawned.finish(timeout=15)
+    assert result.code == 130, result.output
+    assert len(server.requests) == asked
+    assert states(workspace) == {"pending": 6}
+
+
+# -- 5. signals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_within_seconds_even_with_slow_requests_in_flight(
+    workspace: Workspace, sig: signal.Signals
+) -> None:
+    ids = make_ids("signal", ok=30)
+    server = HostileServer(slow_after(6, delay=60, then=fake_heatmaps(key=API_KEY)))
+    with hostile_in_thread(server) as url:
+        spawned = workspace.spawn(
+            "run", workspace.csv(ids).name, "--db", workspace.db, "--out", workspace.out,
+            "--base-url", url, "--concurrency", "4", "--no-prefilter",
+            env=cli_env(IDENTIFAI_API_KEY=API_KEY),
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while len(server.requests) < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sent = time.monotonic()
+        spawned.process.send_signal(sig)
+        result = spawned.finish(timeout=20)
+        took = time.monotonic() - sent
+    assert result.code == 130, result.output
+    assert took < 7, f"{took:.1f} s after {sig.name}: a service manager kills at 10"
+    counted = states(workspace)
+    assert "running" not in counted and counted.get("done", 0) >= 5, counted
+    assert partial_files(workspace.out) == []
+    with sqlite3.connect(workspace.db) as conn:
+        ended, code, options = conn.execute(
+            "SELECT ended_at, exit_code, options FROM runs ORDER BY run_id DESC"
+        ).fetchone()
+    assert ended is not None and code == 130
+    assert json.loads(options)["ended_by"] == sig.name
+
+
+# -- 9. the smaller ones -----------------------------------------------------------------------
+
+
+def test_no_prefilter_is_remembered_by_the_job(workspace: Workspace) -> None:
+    ids = make_ids("remember", ok=4, missing=2)
+    server = HostileServer(fake_heatmaps(key=API_KEY))
+    with hostile_in_thread(server) as url:
+        code, output, _ = run(workspace, ids, url, "--no-prefilter")
+        assert code == 1, output
+        code, output, _ = run(workspace, ids, url, "--retry-failed", command="resume")
+        assert code == 1, output
+    assert not [r for r in server.requests if r.path.startswith(CLASSIFICATIONS)]
+
+
+def test_a_png_declaring_a_giant_size_fails_its_row_with_a_clear_error(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("giant", ok=3)
+    with hostile_in_thread(huge_pngs()) as url:
+        code, output, _ = run(workspace, ids, url, "--no-prefilter", "--max-attempts", "1")
+    assert code == 1, output
+    for row in workspace.rows().values():
+        assert row["state"] == "failed"
+        assert "60000 x 60000 pixels, over the 16384 x 16384" in (row["error"] or ""), row
