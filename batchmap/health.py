@@ -70,6 +70,7 @@ class Health:
         self._start_failures = 0
         self._silent: set[str] = set()  # identifiers that got no answer at all before the first
         self.suspects: set[str] = set()  # identifiers that paid for a failure: never an outage
+        self._last_error = "no answer"
         self._probe = PROBE_FIRST
 
     @property
@@ -93,6 +94,7 @@ class Health:
     def on_failure(self, identifier: str, failure: Failure, error: str) -> Call:
         """A request failed transiently (no answer, timeout, 5xx): whose fault, and what now."""
         now = self.clock()
+        self._last_error = error
         if not self.answered:
             self._add_to_streak(now, identifier)
             return self._before_first_answer(now, identifier, failure, error)
@@ -126,7 +128,7 @@ class Health:
         now = self.clock()
         if now - self.outage_since <= self.outage_limit:
             return None
-        return self._too_long(now, "no answer")
+        return self._too_long(now, self._last_error)
 
     def _before_first_answer(
         self, now: float, identifier: str, failure: Failure, error: str

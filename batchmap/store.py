@@ -901,11 +901,16 @@ class Store:
 
     @_guarded
     def top_errors(self, limit: int = 5) -> list[tuple[str, int]]:
-        """The most frequent errors of `failed` rows, with counts."""
+        """The most frequent errors of unfinished rows, with counts.
+
+        `failed` rows, and rows still to do whose last attempt failed (a timeout waiting for
+        its retry): what keeps a job from finishing.
+        """
         return list(
             self.conn.execute(
-                "SELECT error, count(*) AS n FROM jobs WHERE state = 'failed' "
-                "GROUP BY error ORDER BY n DESC LIMIT ?",
+                "SELECT error, count(*) AS n FROM jobs WHERE error IS NOT NULL AND "
+                "state IN ('failed', 'pending', 'running') "
+                "GROUP BY error ORDER BY n DESC, error LIMIT ?",
                 (limit,),
             )
         )
