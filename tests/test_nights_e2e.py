@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -265,3 +268,42 @@ def test_a_png_declaring_a_giant_size_fails_its_row_with_a_clear_error(
     for row in workspace.rows().values():
         assert row["state"] == "failed"
         assert "60000 x 60000 pixels, over the 16384 x 16384" in (row["error"] or ""), row
+
+
+# -- 8. the guarantees without a test ------------------------------------------------------------
+
+_KILLED_WRITER = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA wal_autocheckpoint=0")
+conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+conn.executemany("INSERT INTO invoices (total) VALUES (?)", [(i,) for i in range(50)])
+conn.commit()
+os._exit(0)  # died with its commits in the -wal, never checkpointed
+"""
+
+
+@pytest.mark.parametrize("shm", ["kept", "absent"])
+def test_a_foreign_wal_database_is_inspected_without_touching_anything_beside_it(
+    workspace: Workspace, shm: str
+) -> None:
+    db = workspace.root / "books.db"
+    written = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db)], check=False)
+    assert written.returncode == 0
+    wal, shm_path = Path(f"{db}-wal"), Path(f"{db}-shm")
+    assert wal.stat().st_size > 0
+    if shm == "absent":
+        shm_path.unlink()
+    before = {
+        p.name: p.read_bytes() for p in workspace.root.iterdir() if p.name.startswith("books")
+    }
+    stamps = {p.name: p.stat().st_mtime_ns for p in workspace.root.iterdir() if p.name in before}
+    result = workspace.cli("status", "--db", db)
+    assert result.code == 2, result.output
+    assert "not a batchmap job database (an SQLite database with tables invoices)" in result.output
+    after = {p.name: p.read_bytes() for p in workspace.root.iterdir() if p.name.startswith("books")}
+    assert after == before, "a file beside the foreign database was changed or created"
+    assert {p.name: p.stat().st_mtime_ns for p in workspace.root.iterdir() if p.name in before} == (
+        stamps
+    )
