@@ -307,3 +307,55 @@ def test_a_foreign_wal_database_is_inspected_without_touching_anything_beside_it
     assert {p.name: p.stat().st_mtime_ns for p in workspace.root.iterdir() if p.name in before} == (
         stamps
     )
+
+
+def test_a_write_error_on_classified_rows_leaves_none_asked_and_stuck(
+    workspace: Workspace,
+) -> None:
+    # The `no_heatmap` update shares the verdicts' transaction: if it fails, nothing of the
+    # batch is kept, and the rows are asked again; never pending, asked and has_heatmap=0.
+    ids = make_ids("classified", ok=3, no_heatmap=5)
+    loaded = workspace.cli("load", workspace.csv(ids).name, "--db", workspace.db)
+    assert loaded.code == 0, loaded.output
+    with sqlite3.connect(workspace.db) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF state ON jobs WHEN NEW.state = 'no_heatmap' "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+    server = HostileServer(fake_heatmaps(key=API_KEY))
+    with hostile_in_thread(server) as url:
+        code, output, _ = run(workspace, ids, url, command="resume")
+        assert code not in (0, 1), output
+        stuck = [
+            row
+            for row in workspace.rows().values()
+            if row["state"] == "pending" and row["asked_at"] and row["has_heatmap"] == 0
+        ]
+        assert stuck == [], "rows asked, known without a heatmap, and never asked again"
+        with sqlite3.connect(workspace.db) as conn:
+            conn.execute("DROP TRIGGER refuse")
+        code, output, _ = run(workspace, ids, url, command="resume")
+    assert code == 0, output
+    assert states(workspace) == {"done": 3, "no_heatmap": 5}
+
+
+def test_429s_answered_to_classifications_requests_are_counted_in_the_timeline(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("listed-429", ok=4, no_heatmap=2)
+    answer, limited = fake_heatmaps(key=API_KEY), retry_after("1", times=2)
+
+    def handle(request):  # type: ignore[no-untyped-def]
+        if request.path.startswith(CLASSIFICATIONS) and request.index < 2:
+            return limited(request)
+        return answer(request)
+
+    server = HostileServer(handle)
+    with hostile_in_thread(server) as url:
+        code, output, _ = run(workspace, ids, url)
+    assert code == 0, output
+    sent = sum(1 for r in server.requests if r.path.startswith(CLASSIFICATIONS) and r.index < 2)
+    assert sent == 2
+    with sqlite3.connect(workspace.db) as conn:
+        (counted,) = conn.execute("SELECT sum(rate_limited) FROM timeline").fetchone()
+    assert counted == 2, "429s answered to classifications requests left out of the timeline"
