@@ -209,6 +209,12 @@ def fetch_options(func: F) -> F:
             "[default: on; --no-prefilter is remembered by the job].",
         ),
         click.option(
+            "--proxy-sees-key",
+            is_flag=True,
+            help="Allow a proxy from HTTP_PROXY/ALL_PROXY for a plain-http --base-url (it reads "
+            "the key).",
+        ),
+        click.option(
             "--progress-every",
             type=click.FloatRange(0.1, None),
             default=10.0,
@@ -554,7 +560,7 @@ def _fetch(
     # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
     with prepare(
         db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-        prefilter=options["prefilter"],
+        prefilter=options["prefilter"], proxy_sees_key=options["proxy_sees_key"],
     ) as prepared:  # fmt: skip
         try:
             result = asyncio.run(go(prepared))

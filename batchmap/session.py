@@ -31,7 +31,7 @@ from batchmap.errors import (
     BatchmapError,
     InputError,
 )
-from batchmap.fetch import make_client
+from batchmap.fetch import Proxy, choose_proxy, make_client
 from batchmap.files import Layout, heatmap_path, remove_file, remove_partials
 from batchmap.ids import IdSource
 from batchmap.lock import JobLock
@@ -107,6 +107,7 @@ class Prepared:
     base_url: str
     settings: RunSettings
     run_id: int
+    proxy: Proxy | None = None
     exit_code: int = EXIT_FAILED
     end_reason: str | None = None  # kept in the run's record (a signal, an error)
 
@@ -122,6 +123,7 @@ def prepare(
     column: str | None = None,
     retry_failed: bool = False,
     prefilter: bool | None = True,
+    proxy_sees_key: bool = False,
 ) -> Iterator[Prepared]:
     """Everything before the first request, synchronous, under the job lock.
 
@@ -148,6 +150,7 @@ def prepare(
         store.set_meta("layout", layout.value)
         store.set_meta("base_url", base_url)
         warn_if_plain_http(base_url)
+        proxy = check_proxy(base_url, allowed=proxy_sees_key)
         remove_partials(out)
         wait_until = server_wait(store, max_wait=pace.max_wait)
         if retry_failed:
@@ -162,7 +165,7 @@ def prepare(
             "concurrency": pace.concurrency, "max_rate": pace.max_rate,
             "prefilter": use_prefilter, "retry_failed": retry_failed,
         }  # fmt: skip
-        prepared = Prepared(store, key, base_url, settings, store.start_run(options))
+        prepared = Prepared(store, key, base_url, settings, store.start_run(options), proxy)
         try:
             yield prepared
         except BatchmapError as error:
@@ -188,7 +191,7 @@ async def fetch(
     try:
         result = await _fetch(
             prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
-            on_progress, stop,
+            on_progress, stop, prepared.proxy,
         )  # fmt: skip
     finally:
         prepared.end_reason = stop.reason
@@ -225,14 +228,16 @@ async def _fetch(
     run_id: int,
     on_progress: Callable[[Progress], None] | None,
     stop: Stop | None,
+    proxy: Proxy | None = None,
 ) -> RunResult:
     pacer = Pacer(max_rate=settings.pace.max_rate)
     saved = store.get_meta("pacer")
     if isinstance(saved, dict):
         pacer.restore(saved)
     client = make_client(
-        base_url, api_key=key, timeout=settings.timeout, concurrency=settings.pace.concurrency
-    )
+        base_url, api_key=key, timeout=settings.timeout, concurrency=settings.pace.concurrency,
+        proxy=proxy,
+    )  # fmt: skip
     async with client:
         runner = Runner(store, client, pacer, settings, stop=stop, run_id=run_id)
         watch = Watch(runner, store.counts())
@@ -463,6 +468,25 @@ def _where(base_url: str) -> str:
     port = url.port or (443 if url.scheme == "https" else 80)
     host = f"[{url.host}]" if ":" in url.host else url.host
     return f"{host}:{port}"
+
+
+def check_proxy(base_url: str, *, allowed: bool) -> Proxy | None:
+    """The proxy the environment names for the base URL, said at start; never for loopback.
+
+    Through a proxy, an `https` base URL is a tunnel the proxy cannot read; a plain `http` one
+    hands the proxy every request, the key included: refused unless `allowed`.
+    """
+    proxy = choose_proxy(base_url)
+    if proxy is None:
+        return None
+    if httpx.URL(base_url).scheme == "http" and not allowed:
+        raise InputError(
+            f"{proxy.variable} sends requests through the proxy {proxy.shown}, which would "
+            f"read the API key: --base-url is plain http. Use https, exempt the host with "
+            f"NO_PROXY, or pass --proxy-sees-key"
+        )
+    log.info("note: requests go through the proxy %s (from %s)", proxy.shown, proxy.variable)
+    return proxy
 
 
 def warn_if_plain_http(base_url: str) -> None:

@@ -582,3 +582,17 @@ def huge_pngs(*, width: int = 60000, height: int = 60000) -> Handler:
     """A 200 image/png for every heatmap whose header claims `width` x `height` pixels."""
     reply = Reply(200, (("Content-Type", "image/png"),), huge_png(width, height))
     return lambda _: reply
+
+
+def as_proxy(then: Handler | None = None) -> Handler:
+    """A plain-http forward proxy that answers itself: strips `http://host` from the request
+    target (absolute form) and hands the rest to `then`. Every request stays recorded."""
+    after = then or fake_heatmaps()
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        target = request.target
+        if "://" in target:
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        return after(Request(request.method, target, request.headers, request.at, request.index))
+
+    return handle

@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import API_KEY, Workspace, cli_env, make_ids, partial_files
 from tests.hostile import (
     HostileServer,
+    as_proxy,
     fake_heatmaps,
     hostile_in_thread,
     huge_pngs,
@@ -244,6 +245,27 @@ def test_a_signal_stops_within_seconds_even_with_slow_requests_in_flight(
     assert json.loads(options)["ended_by"] == sig.name
 
 
+def test_a_stop_while_every_worker_waits_out_a_pause_is_at_once(workspace: Workspace) -> None:
+    ids = make_ids("paused", ok=10)
+    server = HostileServer(retry_after("120", times=1000))
+    with hostile_in_thread(server) as url:
+        spawned = workspace.spawn(
+            "run", workspace.csv(ids).name, "--db", workspace.db, "--out", workspace.out,
+            "--base-url", url, "--no-prefilter", env=cli_env(IDENTIFAI_API_KEY=API_KEY),
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        sent = time.monotonic()
+        spawned.process.send_signal(signal.SIGINT)
+        result = spawned.finish(timeout=20)
+        took = time.monotonic() - sent
+    assert result.code == 130, result.output
+    assert took < 2.5, f"{took:.1f} s to stop workers that were only waiting"
+    assert states(workspace) == {"pending": 10}
+
+
 # -- 9. the smaller ones -----------------------------------------------------------------------
 
 
@@ -361,3 +383,56 @@ def test_429s_answered_to_classifications_requests_are_counted_in_the_timeline(
     with sqlite3.connect(workspace.db) as conn:
         (counted,) = conn.execute("SELECT sum(rate_limited) FROM timeline").fetchone()
     assert counted == 2, "429s answered to classifications requests left out of the timeline"
+
+
+# -- 7. proxies are explicit -------------------------------------------------------------------
+
+
+def test_a_proxy_in_the_environment_is_never_used_for_loopback(workspace: Workspace) -> None:
+    ids = make_ids("loopback", ok=3)
+    proxy = HostileServer(as_proxy(fake_heatmaps(key=API_KEY)))
+    with (
+        hostile_in_thread(proxy) as proxy_url,
+        hostile_in_thread(fake_heatmaps(key=API_KEY)) as url,
+    ):
+        result = workspace.cli(
+            "run", workspace.csv(ids).name, "--db", workspace.db, "--out", workspace.out,
+            "--base-url", url,
+            env=cli_env(IDENTIFAI_API_KEY=API_KEY, HTTP_PROXY=proxy_url, ALL_PROXY=proxy_url),
+        )  # fmt: skip
+    assert result.code == 0, result.output
+    assert proxy.requests == []
+    assert "proxy" not in result.output
+
+
+def test_a_plain_http_base_url_never_hands_the_key_to_a_proxy_unasked(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("proxied", ok=3)
+    proxy = HostileServer(as_proxy(fake_heatmaps(key=API_KEY)))
+    base = "http://api.example.test"  # never resolved: only the proxy on 127.0.0.1 is reached
+    with hostile_in_thread(proxy) as proxy_url:
+        env = cli_env(IDENTIFAI_API_KEY=API_KEY, HTTP_PROXY=proxy_url)
+        args = ["--db", workspace.db, "--out", workspace.out, "--base-url", base]
+        refused = workspace.cli("run", workspace.csv(ids).name, *args, env=env)
+        assert refused.code == 2, refused.output
+        assert f"through the proxy {proxy_url}, which would read the API key" in refused.output
+        assert proxy.requests == []
+        allowed = workspace.cli("resume", *args, "--proxy-sees-key", env=env)
+    assert allowed.code == 0, allowed.output
+    assert f"requests go through the proxy {proxy_url} (from HTTP_PROXY)" in allowed.output
+    assert proxy.requests and all(r.target.startswith(base) for r in proxy.requests)
+
+
+def test_a_dead_proxy_is_named_in_the_error(workspace: Workspace) -> None:
+    ids = make_ids("dead-proxy", ok=3)
+    with hostile_in_thread(fake_heatmaps()) as url:
+        dead = url  # a port that refuses once the server is closed
+    result = workspace.cli(
+        "run", workspace.csv(ids).name, "--db", workspace.db, "--out", workspace.out,
+        "--base-url", "https://api.example.test",
+        env=cli_env(IDENTIFAI_API_KEY=API_KEY, HTTPS_PROXY=dead), timeout=30,
+    )  # fmt: skip
+    assert result.code == 4, result.output
+    assert f"through the proxy {dead}" in result.output
+    assert states(workspace) == {"pending": 3}

@@ -121,6 +121,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             "tests/test_crash.py::test_a_signal_stops_the_run_with_130_and_resume_finishes_without_refetching",
             "tests/test_crash.py::test_a_pause_the_server_imposed_survives_a_restart",
+            "tests/test_nights_e2e.py::test_a_stop_while_every_worker_waits_out_a_pause_is_at_once",
         ),
         "Ctrl-C stops at once",
     ),
