@@ -13,7 +13,7 @@ The runner reports every request's end here and acts on the returned `Call`:
   limit gives up.
 - A failure while the API is otherwise answering is the row's own: it spends an attempt.
 - The same few identifiers failing are theirs, not an outage: an identifier that paid for a
-  failure while the API answered others (a suspect) never counts towards an outage, so the
+  failure and then saw the API answer others (a suspect) never counts towards an outage, so the
   last few broken rows of a job fail after --max-attempts instead of waiting for an outage
   limit. A timeout after the status line (a trickling body) is the row's too: the server
   answered.
@@ -69,7 +69,8 @@ class Health:
         self._streak_since = 0.0
         self._start_failures = 0
         self._silent: set[str] = set()  # identifiers that got no answer at all before the first
-        self.suspects: set[str] = set()  # identifiers that paid for a failure: never an outage
+        self.suspects: set[str] = set()  # failed while the API answered: never an outage
+        self._charged: set[str] = set()  # paid for a failure since the last good answer
         self._last_error = "no answer"
         self._probe = PROBE_FIRST
 
@@ -81,6 +82,8 @@ class Health:
     def on_answer(self) -> float | None:
         """A good answer (anything but 5xx/408 or no answer); returns an ended outage's length."""
         self.answered = True
+        self.suspects |= self._charged  # they failed, and the API answered: their own trouble
+        self._charged.clear()
         self._streak.clear()
         self._start_failures = 0
         self._probe = PROBE_FIRST
@@ -109,10 +112,10 @@ class Health:
         if len(self._streak) >= STREAK and now - self._streak_since >= STREAK_SECONDS:
             self.outage_since = self._streak_since
             refund = frozenset(self._streak)
-            self.suspects -= refund
+            self._charged.clear()
             call = self._probe_later(error)
             return Call(False, call.pause_for, call.reason, refund=refund)
-        self.suspects.add(identifier)
+        self._charged.add(identifier)
         return Call(charge=True)
 
     def _add_to_streak(self, now: float, identifier: str) -> None:

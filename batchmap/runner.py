@@ -3,8 +3,10 @@
 Every worker waits its turn at one shared Pacer. Transient failures go to a retry heap with
 their backoff time rather than holding a worker asleep; a 429 puts its job straight back.
 Whether a failure is the row's own or the API's is `health.Health`'s decision: an outage
-pauses the pool and spends no row's attempts. With the prefilter on, the classifications
-endpoint is asked about rows in batches ahead of the workers (`prefilter.Prefilter`).
+pauses the pool and spends no row's attempts. Redirects to another origin are an answer
+about the address: answered to every row, they stop the run. With the prefilter on, the
+classifications endpoint is asked about rows in batches ahead of the workers
+(`prefilter.Prefilter`). A stop gives requests in flight GRACE seconds, then abandons them.
 Order of effects per heatmap: fetch -> staged file -> durable file under its final name
 (files.publish, a batch at a time) -> `done` row, with the run's timeline in the same commit.
 """
@@ -451,8 +453,8 @@ class Runner:
         if call.charge:
             self._charge(job, outcome, job.attempts + 1)
         else:
-            # Not the row's fault. Last in line: the next probe tries another row, so the
-            # same few failing rows cannot pass for an outage (health.Health).
+            # Not the row's fault. Last in line: the next probe tries another identifier
+            # (silence is judged over several of them, health.Health).
             self._ready.append(job)
 
     def _charge(self, job: Job, outcome: Outcome, attempts: int) -> None:
@@ -521,10 +523,8 @@ class Runner:
             self._stop_for_redirects()
 
     def _stop_for_redirects(self) -> None:
-        self.end(ApiUnusableError(self._redirect_message(self._held_redirects[-1].error)))
-
-    def _redirect_message(self, error: str | None) -> str:
-        return f"{error or 'every request was redirected'}; no row failed, rows are pending"
+        said = self._held_redirects[-1].error or "every request was redirected elsewhere"
+        self.end(ApiUnusableError(f"{said}; no row failed, rows are pending"))
 
     def _end_redirect_hold(self) -> None:
         self._only_redirects = False

@@ -208,7 +208,7 @@ async def start(
     load: Path | None = None,
     column: str | None = None,
     retry_failed: bool = False,
-    prefilter: bool = True,
+    prefilter: bool | None = True,
     on_progress: Callable[[Progress], None] | None = None,
     stop: Stop | None = None,
 ) -> RunResult:

@@ -413,7 +413,7 @@ def test_a_plain_http_base_url_never_hands_the_key_to_a_proxy_unasked(
     base = "http://api.example.test"  # never resolved: only the proxy on 127.0.0.1 is reached
     with hostile_in_thread(proxy) as proxy_url:
         env = cli_env(IDENTIFAI_API_KEY=API_KEY, HTTP_PROXY=proxy_url)
-        args = ["--db", workspace.db, "--out", workspace.out, "--base-url", base]
+        args: list[str | Path] = ["--db", workspace.db, "--out", workspace.out, "--base-url", base]
         refused = workspace.cli("run", workspace.csv(ids).name, *args, env=env)
         assert refused.code == 2, refused.output
         assert f"through the proxy {proxy_url}, which would read the API key" in refused.output
