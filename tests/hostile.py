@@ -596,3 +596,18 @@ def as_proxy(then: Handler | None = None) -> Handler:
         return after(Request(request.method, target, request.headers, request.at, request.index))
 
     return handle
+
+
+def failing(
+    identifiers: Sequence[str], *, status: int = 500, then: Handler | None = None
+) -> Handler:
+    """`status` for every request about `identifiers`, always; the rest as `then`."""
+    after = then or fake_heatmaps()
+    broken = frozenset(identifiers)
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        if unquote(request.path.rpartition("/")[2]) in broken:
+            return json_reply(status, {"message": "Server Error"})
+        return after(request)
+
+    return handle

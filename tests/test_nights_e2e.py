@@ -23,6 +23,7 @@ from tests.conftest import API_KEY, Workspace, cli_env, make_ids, partial_files
 from tests.hostile import (
     HostileServer,
     as_proxy,
+    failing,
     fake_heatmaps,
     hostile_in_thread,
     huge_pngs,
@@ -134,6 +135,23 @@ def test_rows_that_always_trickle_fail_on_their_own_and_the_job_ends(
     assert took < 18, f"{took:.0f} s for five broken rows"
     top = workspace.status()["top_errors"]
     assert {"error": "timed out after 1s", "count": 5} in top
+
+
+def test_the_same_few_rows_answering_500_fail_instead_of_passing_for_an_outage(
+    workspace: Workspace,
+) -> None:
+    ids = make_ids("always-500", ok=30)
+    broken = ids[-4:]
+    server = HostileServer(failing(broken, then=fake_heatmaps(key=API_KEY)))
+    with hostile_in_thread(server) as url:
+        code, output, took = run(
+            workspace, ids, url, "--no-prefilter", "--max-attempts", "4",
+            "--backoff-base", "0.5", "--outage-limit", "20",
+        )  # fmt: skip
+    assert code == 1, output  # not 4 after the outage limit: they are broken, the API is not
+    assert states(workspace) == {"done": 26, "failed": 4}
+    assert {workspace.rows()[i]["attempts"] for i in broken} == {4}
+    assert took < 18, f"{took:.0f} s for four broken rows"
 
 
 def test_status_counts_timeouts_of_rows_still_waiting_for_their_retry(

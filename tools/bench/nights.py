@@ -20,6 +20,7 @@ from batchmap.fakeserver import expected_status
 from tests.hostile import (
     Handler,
     HostileServer,
+    failing,
     fake_heatmaps,
     hostile_in_thread,
     redirect_all,
@@ -75,6 +76,13 @@ NIGHTS = (
         lambda ids: stalling(ids[:5], every=2.0, then=fake_heatmaps(key=KEY)),
         args=("--timeout", "3", "--max-attempts", "3", "--backoff-base", "0.5"),
         broken=5,
+    ),
+    Night(
+        "500-4-of-50",
+        "4 of 50 ids always answer 500 (the rest are fine)",
+        lambda ids: failing(ids[:4], then=fake_heatmaps(key=KEY)),
+        args=("--max-attempts", "3", "--backoff-base", "0.5"),
+        broken=4,
     ),
     Night(
         "silence",
