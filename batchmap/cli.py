@@ -251,9 +251,15 @@ def fetch_options(func: F) -> F:
         ),
         click.option(
             "--prefilter/--no-prefilter",
-            default=True,
-            show_default=True,
-            help="Ask the classifications endpoint first, 100 identifiers a request.",
+            default=None,
+            help="Ask the classifications endpoint first, 100 identifiers a request "
+            "[default: on; --no-prefilter is remembered by the job].",
+        ),
+        click.option(
+            "--proxy-sees-key",
+            is_flag=True,
+            help="Allow a proxy from HTTP_PROXY/ALL_PROXY for a plain-http --base-url (it reads "
+            "the key).",
         ),
         click.option(
             "--progress-every",
@@ -712,7 +718,7 @@ def _fetch(
 ) -> NoReturn:
     from batchmap.progress import Mode, ProgressView
     from batchmap.runner import Stop
-    from batchmap.session import Prepared, fetch, prepare
+    from batchmap.session import STOP_SIGNALS, Prepared, fetch, prepare
 
     _setup_logging(options["quiet"], options["verbose"], options["log_format"])
     if options["dry_run"]:
@@ -725,18 +731,18 @@ def _fetch(
     view = ProgressView(mode, every=options["progress_every"])
     stop = Stop()
 
-    def on_signal() -> None:
-        stop.request()
+    def on_signal(sig: signal.Signals) -> None:
+        stop.request(sig.name)
         view.stopping(force=stop.force.is_set())
 
     async def go(prepared: Prepared) -> RunResult:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             return await fetch(prepared, on_progress=view, stop=stop)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 
     # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
@@ -744,6 +750,7 @@ def _fetch(
         db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
         prefilter=options["prefilter"], limit=options["limit"],
         images=options.get("images"), image_column=options.get("image_column"),
+        proxy_sees_key=options["proxy_sees_key"],
     ) as prepared:  # fmt: skip
         try:
             result = asyncio.run(go(prepared))
@@ -910,4 +917,5 @@ def main() -> None:
     # SIGTERM takes Ctrl-C's path everywhere: exit 130, one line, nothing half-done. During
     # a run, the run's own handler replaces this one to stop gracefully.
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)  # a closed terminal: stop, never die half-done
     cli(prog_name="batchmap")

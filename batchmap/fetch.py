@@ -9,8 +9,12 @@ forward `X-Api-Key` to any host a redirect names (it strips only `Authorization`
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
+import ssl
+import weakref
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -42,6 +46,76 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_STEP = 256 * 1024  # bytes inflated per zlib call, so no call holds a big piece
 
 
+_PROXIES: weakref.WeakKeyDictionary[httpx.AsyncClient, str] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """The proxy the environment names for a base URL: its URL and where it was found."""
+
+    url: str  # as given, possibly with credentials: never shown
+    variable: str  # e.g. HTTPS_PROXY
+
+    @property
+    def shown(self) -> str:
+        """scheme://host:port, without any user or password."""
+        return _shown_origin(httpx.URL(self.url))
+
+    @property
+    def plain(self) -> bool:
+        """True when the connection to the proxy itself is unencrypted."""
+        return httpx.URL(self.url).scheme == "http"
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: never through a proxy."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.")
+
+
+def choose_proxy(base_url: str, environ: Mapping[str, str] | None = None) -> Proxy | None:
+    """The proxy the standard variables (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY) name
+    for `base_url`; None for a loopback host, one NO_PROXY exempts, or when none is set."""
+    env = os.environ if environ is None else environ
+    url = httpx.URL(base_url)
+    if is_loopback(url.host):
+        return None
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in env.items():  # lower case wins, as curl and urllib have it
+        lowered = name.lower()
+        if value and lowered.endswith("_proxy") and (name == lowered or lowered not in found):
+            found[lowered] = (value, name)
+    no_proxy = found.get("no_proxy", ("", ""))[0]
+    if _exempt(url.host, no_proxy):
+        return None
+    for variable in (f"{url.scheme}_proxy", "all_proxy"):
+        if variable in found:
+            value, name = found[variable]
+            return Proxy(value if "://" in value else f"http://{value}", name)
+    return None
+
+
+def _exempt(host: str, no_proxy: str) -> bool:
+    """NO_PROXY as curl reads it: `*`, or names that match the host or a domain above it."""
+    host = host.lower().strip("[]")
+    for entry in no_proxy.lower().replace(" ", "").split(","):
+        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
+        name = name.strip("[]").lstrip("*").lstrip(".")
+        if entry == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
+
+
+def _verify() -> ssl.SSLContext | bool:
+    # trust_env is off (proxies are chosen above), so honour SSL_CERT_FILE/DIR here as httpx would.
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if not cafile and not capath:
+        return True
+    return ssl.create_default_context(cafile=cafile or None, capath=capath or None)
+
+
 def make_client(
     base_url: str,
     *,
@@ -49,20 +123,28 @@ def make_client(
     timeout: float,
     concurrency: int,
     transport: httpx.AsyncBaseTransport | None = None,
+    proxy: Proxy | None = None,
 ) -> httpx.AsyncClient:
     """A client that sends the key to `base_url` only and never follows redirects itself.
 
     The key is checked first (InputError, never echoing it), so it cannot fail every request.
+    Proxies are only the one given (see `choose_proxy`): the environment is not read here.
     """
     key, _ = check_api_key(api_key)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         base_url=base_url.rstrip("/"),
         headers={"X-Api-Key": key, "User-Agent": f"batchmap/{__version__}"},
         timeout=timeout,
         follow_redirects=False,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         transport=transport,
+        proxy=None if proxy is None else proxy.url,
+        trust_env=False,
+        verify=_verify(),
     )
+    if proxy is not None:
+        _PROXIES[client] = proxy.shown
+    return client
 
 
 def heatmap_url_path(identifier: str) -> str:
@@ -228,24 +310,28 @@ async def _exchange(
     base = client.base_url
     url = base.copy_with(raw_path=base.raw_path.rstrip(b"/") + path.encode("ascii"))
     origin = _origin(url)
+    heard = False  # the server sent a status line: it is up, however slow its body
+    last: httpx.Response | None = None
     try:
         async with asyncio.timeout(timeout):  # a total deadline: a trickling server can't stall us
             for _ in range(MAX_REDIRECTS + 1):
                 # identity: a compressed body would cost CPU and need a bounded inflate.
                 headers = {"Accept-Encoding": "identity"}
                 async with client.stream("GET", url, headers=headers) as response:
+                    heard = True
                     if not response.is_redirect:
                         return await _read(response, max_bytes=max_bytes)
                     # The redirect's own body is never read: only where it points matters.
+                    last = response
                     target = response.url.join(response.headers.get("location", ""))
                     if _origin(target) != origin:
-                        where = clean_text(f"{target.scheme}://{target.host}", limit=80)
-                        why = f"redirect to another origin refused ({where})"
+                        why = redirect_advice(target, path)
                         return Outcome(
                             Verdict.FAILED,
                             http_status=response.status_code,
                             error=_scrubbed(client, why),
                             headers=response.headers,
+                            failure=Failure.REDIRECT,
                         )
                     url = target
     except _BodyRefused as refused:
@@ -261,15 +347,54 @@ async def _exchange(
     except (TimeoutError, httpx.TimeoutException) as error:
         if isinstance(error, httpx.ConnectTimeout):
             return _no_answer(Failure.CONNECT, f"could not connect within {timeout:g}s")
+        if not heard and not isinstance(error, httpx.PoolTimeout):
+            # Connected (or not) and never answered: as good as unreachable (issue 17, item 3).
+            return _no_answer(Failure.SILENT, f"no answer within {timeout:g}s")
         return _no_answer(Failure.TIMEOUT, f"timed out after {timeout:g}s")
     except (httpx.ConnectError, httpx.ProxyError, httpx.UnsupportedProtocol) as error:
-        return _no_answer(Failure.CONNECT, _scrubbed(client, _describe(error)))
+        said = _describe(error)
+        if client in _PROXIES:
+            said = f"through the proxy {_PROXIES[client]}: {said}"
+        return _no_answer(Failure.CONNECT, _scrubbed(client, said))
     except httpx.LocalProtocolError:
         # Its message quotes the offending header, which may be the key: say nothing of it.
         return _no_answer(Failure.NETWORK, "the request could not be sent (an invalid header)")
     except httpx.TransportError as error:
         return _no_answer(Failure.NETWORK, _scrubbed(client, _describe(error)))
-    return Outcome(Verdict.FAILED, error=f"more than {MAX_REDIRECTS} redirects")
+    assert last is not None
+    where = _shown_origin(last.url)
+    return Outcome(
+        Verdict.FAILED,
+        http_status=last.status_code,
+        error=f"a redirect loop (more than {MAX_REDIRECTS} redirects within {where}): "
+        "check --base-url",
+        headers=last.headers,
+        failure=Failure.REDIRECT,
+    )
+
+
+def _shown_origin(url: httpx.URL) -> str:
+    """scheme://host:port with the port always written: often the port is what differs."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return clean_text(f"{url.scheme}://{host}:{port}", limit=120)
+
+
+def redirect_advice(target: httpx.URL, path: str) -> str:
+    """One line about a redirect to another origin: where it points and the --base-url to use.
+
+    When the target keeps the request's path under another origin (http -> https, a moved
+    host), the base URL to use is that origin plus the target's path prefix.
+    """
+    where = _shown_origin(target)
+    asked = path.partition("?")[0]
+    prefix = target.raw_path.decode("ascii", "replace").partition("?")[0]
+    if prefix.endswith(asked):
+        suggested = clean_text(where + prefix[: len(prefix) - len(asked)].rstrip("/"), limit=200)
+        advice = f"use --base-url {suggested}"
+    else:
+        advice = "check --base-url"
+    return f"the API redirects to {where} (another origin, not followed): {advice}"
 
 
 def _no_answer(failure: Failure, error: str | None) -> Outcome:

@@ -12,6 +12,13 @@ The runner reports every request's end here and acts on the returned `Call`:
   refunded; requests made during the outage spend no attempts. An outage longer than the
   limit gives up.
 - A failure while the API is otherwise answering is the row's own: it spends an attempt.
+- The same few identifiers failing are theirs, not an outage: an identifier that paid for a
+  failure and then saw the API answer others (a suspect) never counts towards an outage, so the
+  last few broken rows of a job fail after --max-attempts instead of waiting for an outage
+  limit. A timeout after the status line (a trickling body) is the row's too: the server
+  answered.
+- Silence is an outage: before the first answer, SILENT failures (no status line within
+  --timeout) of START_PROBES identifiers give up as refused connections do.
 """
 
 from __future__ import annotations
@@ -61,6 +68,10 @@ class Health:
         self._streak: list[str] = []  # identifiers failing since the last good answer
         self._streak_since = 0.0
         self._start_failures = 0
+        self._silent: set[str] = set()  # identifiers that got no answer at all before the first
+        self.suspects: set[str] = set()  # failed while the API answered: never an outage
+        self._charged: set[str] = set()  # paid for a failure since the last good answer
+        self._last_error = "no answer"
         self._probe = PROBE_FIRST
 
     @property
@@ -71,6 +82,8 @@ class Health:
     def on_answer(self) -> float | None:
         """A good answer (anything but 5xx/408 or no answer); returns an ended outage's length."""
         self.answered = True
+        self.suspects |= self._charged  # they failed, and the API answered: their own trouble
+        self._charged.clear()
         self._streak.clear()
         self._start_failures = 0
         self._probe = PROBE_FIRST
@@ -84,26 +97,58 @@ class Health:
     def on_failure(self, identifier: str, failure: Failure, error: str) -> Call:
         """A request failed transiently (no answer, timeout, 5xx): whose fault, and what now."""
         now = self.clock()
-        if not self._streak:
-            self._streak_since = now
-        if identifier not in self._streak:
-            self._streak.append(identifier)
+        self._last_error = error
         if not self.answered:
-            return self._before_first_answer(now, failure, error)
+            self._add_to_streak(now, identifier)
+            return self._before_first_answer(now, identifier, failure, error)
         if self.outage_since is not None:
             if now - self.outage_since > self.outage_limit:
                 return Call(charge=False, give_up=self._too_long(now, error))
             return self._probe_later(error)
+        if failure is Failure.TIMEOUT or identifier in self.suspects:
+            self.suspects.add(identifier)
+            return Call(charge=True)  # the server answers; this row fails on its own
+        self._add_to_streak(now, identifier)
         if len(self._streak) >= STREAK and now - self._streak_since >= STREAK_SECONDS:
             self.outage_since = self._streak_since
             refund = frozenset(self._streak)
+            self._charged.clear()
             call = self._probe_later(error)
             return Call(False, call.pause_for, call.reason, refund=refund)
+        self._charged.add(identifier)
         return Call(charge=True)
 
-    def _before_first_answer(self, now: float, failure: Failure, error: str) -> Call:
+    def _add_to_streak(self, now: float, identifier: str) -> None:
+        if not self._streak:
+            self._streak_since = now
+        if identifier not in self._streak:
+            self._streak.append(identifier)
+
+    def overdue(self) -> str | None:
+        """Why the run must give up now, checked on a clock: an outage past the limit."""
+        if self.outage_since is None:
+            return None
+        now = self.clock()
+        if now - self.outage_since <= self.outage_limit:
+            return None
+        return self._too_long(now, self._last_error)
+
+    def _before_first_answer(
+        self, now: float, identifier: str, failure: Failure, error: str
+    ) -> Call:
         if self.outage_since is None:
             self.outage_since = now
+        if failure is Failure.SILENT:
+            self._silent.add(identifier)
+            if len(self._silent) >= START_PROBES:
+                return Call(
+                    charge=False,
+                    give_up=(
+                        f"the API at {self.where} never answers ({error}, "
+                        f"{len(self._silent)} identifiers): check --base-url, the network and "
+                        "--timeout; no row was changed"
+                    ),
+                )
         if failure is Failure.CONNECT:
             self._start_failures += 1
             if self._start_failures >= START_PROBES:

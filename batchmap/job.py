@@ -90,15 +90,16 @@ class Job:
         load: PathLike | None = None,
         column: str | None = None,
         retry_failed: bool = False,
-        prefilter: bool = True,
+        prefilter: bool | None = None,
         limit: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         stop: Stop | None = None,
     ) -> RunResult:
         """Fetch every unfinished row (after loading `load`, a CSV, if given); blocks.
 
-        `base_url`, `out` and `layout` default to what the job remembers from its first run;
-        `limit` fetches at most that many rows (the rest stay pending). Raises AuthError
+        `base_url`, `out` and `layout` default to what the job remembers from its first run,
+        `prefilter` to what it remembers too (on unless a run turned it off); `limit` fetches
+        at most that many rows (the rest stay pending). Raises AuthError
         (401/403), ApiUnusableError (API unreachable, every first answer 404, a wait over
         `pace.max_wait`), StorageError, InputError; returns a RunResult otherwise, also when
         stopped (`interrupted`). Inside a running event loop (a notebook), use
@@ -133,7 +134,7 @@ class Job:
         load: PathLike | None = None,
         column: str | None = None,
         retry_failed: bool = False,
-        prefilter: bool = True,
+        prefilter: bool | None = None,
         limit: int | None = None,
         on_progress: Callable[[Progress], None] | None = None,
         stop: Stop | None = None,

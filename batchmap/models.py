@@ -21,10 +21,12 @@ class Failure(StrEnum):
     """Why a request got no usable answer: what outage detection and messages need to know."""
 
     CONNECT = "connect"  # refused, DNS failure, TLS error: the host was never reached
-    TIMEOUT = "timeout"  # no complete answer within --timeout
+    TIMEOUT = "timeout"  # an answer began but did not complete within --timeout
+    SILENT = "silent"  # no answer at all within --timeout (connected, then silence)
     NETWORK = "network"  # reset, closed mid-answer, protocol error
     SERVER = "server"  # 5xx or 408: the server answered that it is in trouble
     BODY = "body"  # 200 with a truncated, non-PNG or too large body
+    REDIRECT = "redirect"  # a redirect to another origin, or a loop: about the address
 
 
 class Verdict(StrEnum):
@@ -56,7 +58,7 @@ class Outcome:
     error: str | None = None
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
-    failure: Failure | None = None  # set for RETRY outcomes
+    failure: Failure | None = None  # set for RETRY outcomes, and FAILED redirects
     retry_after: float | None = None  # the server's Retry-After, validated (policy.retry_after)
 
 

@@ -24,6 +24,7 @@ from batchmap.errors import InputError
 from batchmap.models import Classification, Failure, Verdict
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_MAX_SIDE = 16384  # pixels: a heatmap is far smaller; browsers refuse to draw much larger
 BACKOFF_BASE = 1.0  # seconds before the first retry, before jitter
 BACKOFF_CAP = 60.0  # no single backoff waits longer than this
 # A finite ceiling for any server-requested wait, far above every sane limit: deciding what
@@ -83,6 +84,13 @@ def png_problem(body: bytes) -> str | None:
         (crc,) = struct.unpack_from(">I", body, end - 4)
         if zlib.crc32(view[offset + 4 : end - 4]) != crc:
             return f"a corrupt PNG (bad CRC in {kind.decode('latin-1')!r} chunk)"
+        if kind == b"IHDR" and length >= 8:
+            width, height = struct.unpack_from(">II", body, offset + 8)
+            if width > PNG_MAX_SIDE or height > PNG_MAX_SIDE:
+                return (
+                    f"a PNG declaring {width} x {height} pixels, over the "
+                    f"{PNG_MAX_SIDE} x {PNG_MAX_SIDE} a heatmap may have"
+                )
         if kind == b"IEND":
             return None if end == len(body) else "a PNG with trailing bytes"
         offset = end
@@ -253,6 +261,18 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         return value
     # A plain dict is case-sensitive where httpx.Headers is not.
     return next((v for k, v in headers.items() if k.lower() == name), None)
+
+
+def until_text(until: float, *, now: float, span: bool = True) -> str:
+    """'until 14:05 (24 h)': a wall-clock time, local, with how long from `now` (both epoch)."""
+    shown = time.localtime(until)
+    same_day = time.localtime(now)[:3] == shown[:3]
+    at = time.strftime("%H:%M" if same_day else "%a %d %b %H:%M", shown)
+    if not span:
+        return f"until {at}"
+    left = max(0.0, until - now)
+    how_long = f"{left / 3600:.0f} h" if left >= 5400 else f"{max(1.0, left / 60):.0f} min"
+    return f"until {at} ({how_long})"
 
 
 def check_api_key(key: str) -> tuple[str, bool]:

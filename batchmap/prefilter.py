@@ -102,8 +102,10 @@ class Prefilter:
             case Verdict.STOP:
                 runner.end(AuthError(stop_message(outcome.http_status or 401)))
             case Verdict.FAILED:
-                # A 4xx for the whole batch: leave these rows to the heatmap endpoint.
-                runner.health.on_answer()
+                # A 4xx for the whole batch: leave these rows to the heatmap endpoint (which
+                # stops the run if it redirects elsewhere too: the address is wrong).
+                if outcome.failure is not Failure.REDIRECT:
+                    runner.health.on_answer()
                 runner.store.record_classifications(batch, ())
                 self._ahead += len(batch)
                 runner.wake()

@@ -3,8 +3,10 @@
 Every worker waits its turn at one shared Pacer. Transient failures go to a retry heap with
 their backoff time rather than holding a worker asleep; a 429 puts its job straight back.
 Whether a failure is the row's own or the API's is `health.Health`'s decision: an outage
-pauses the pool and spends no row's attempts. With the prefilter on, the classifications
-endpoint is asked about rows in batches ahead of the workers (`prefilter.Prefilter`).
+pauses the pool and spends no row's attempts. Redirects to another origin are an answer
+about the address: answered to every row, they stop the run. With the prefilter on, the
+classifications endpoint is asked about rows in batches ahead of the workers
+(`prefilter.Prefilter`). A stop gives requests in flight GRACE seconds, then abandons them.
 Order of effects per heatmap: fetch -> staged file -> durable file under its final name
 (files.publish, a batch at a time) -> `done` row, with the run's timeline in the same commit.
 """
@@ -30,8 +32,8 @@ from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
 from batchmap.health import Health
 from batchmap.minutes import MinuteLog
 from batchmap.models import Failure, Job, JobState, Outcome, Record, Verdict
-from batchmap.pacer import Pacer
-from batchmap.policy import backoff_delay, stop_message
+from batchmap.pacer import MAX_PAUSE, Pacer
+from batchmap.policy import backoff_delay, stop_message, until_text
 from batchmap.prefilter import Prefilter
 from batchmap.store import Store
 
@@ -42,6 +44,8 @@ RECORD_BATCH = 64  # finished rows written to the table in one transaction
 FLUSH_EVERY = 0.2  # seconds: the longest a finished row waits to be recorded
 TIMELINE_EVERY = 5.0  # seconds: how often the timeline is written when no row finishes
 PROBATION = 8  # a job that never had a success stops when its first answers are all 404
+REDIRECTS = 4  # answers in a row redirecting elsewhere (or looping): the address is wrong
+GRACE = 3.0  # seconds requests in flight get to end after a stop, before they are abandoned
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +59,7 @@ class RunSettings:
     max_body: int = DEFAULT_MAX_BODY
     prefilter: bool = False
     where: str = "the API"  # host:port, for messages
+    wait_until: float = 0.0  # wall-clock time before which the server asked not to be called
 
 
 @dataclass(slots=True)
@@ -69,18 +74,33 @@ class Tally:
     last_error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ServerWait:
+    """A wait the server named that is longer than the pacer holds, kept exactly."""
+
+    until: float  # wall-clock (epoch) seconds
+    status: int | None  # the HTTP status that said it
+
+    def text(self, *, now: float, span: bool = True) -> str:
+        """'the API asked to wait until 14:05 (24 h) (HTTP 429 Retry-After)'."""
+        said = f"the API asked to wait {until_text(self.until, now=now, span=span)}"
+        return said if self.status is None else f"{said} (HTTP {self.status} Retry-After)"
+
+
 class Stop:
     """A cancel token. Once: stop claiming, let requests in flight end. Twice: abandon them."""
 
     def __init__(self) -> None:
         self.graceful = asyncio.Event()
         self.force = asyncio.Event()
+        self.reason: str | None = None  # what asked first, e.g. "SIGTERM", for the run's record
 
-    def request(self) -> None:
-        """Escalate one step (Ctrl-C does this; so can a library caller)."""
+    def request(self, reason: str = "stop requested") -> None:
+        """Escalate one step (Ctrl-C, SIGTERM and SIGHUP do this; so can a library caller)."""
         if self.graceful.is_set():
             self.force.set()
         self.graceful.set()
+        self.reason = self.reason or reason
 
     @property
     def requested(self) -> bool:
@@ -128,6 +148,12 @@ class Runner:
         self._owed: dict[int, int] = {}  # attempts refunded to rows that were in flight
         self._held_404: list[Record] = []  # a new job's first 404s, until something else answers
         self._probation = False
+        self._held_redirects: list[Record] = []  # redirects elsewhere, until something else answers
+        self._only_redirects = True  # every answer of this run so far was a redirect elsewhere
+        self.wall = wall
+        # A server-named wait longer than the pacer holds (an hour): kept here, exactly.
+        self._hold_until = clock() + max(0.0, settings.wait_until - wall())
+        self.server_wait: ServerWait | None = None  # saved in the job by the session
         self._exhausted = False
         self._wake = asyncio.Event()
         self._phase: dict[asyncio.Task[object], str] = {}  # workers that a stop may interrupt
@@ -155,10 +181,15 @@ class Runner:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if not self.stopping and self._held_redirects and self._only_redirects:
+                self._stop_for_redirects()  # every answer was a redirect: about the address
             if not self.stopping:
                 # The work is over: whatever waited for proof that the API is up is final now.
-                self._unrecorded.extend([*self._held_404, *self._condemned.values()])
+                self._unrecorded.extend(
+                    [*self._held_404, *self._held_redirects, *self._condemned.values()]
+                )
                 self._held_404.clear()
+                self._held_redirects.clear()
                 self._condemned.clear()
             await self.flush(final=True)
             # Claimed rows nobody finished go back to pending: nothing is lost or left running.
@@ -166,7 +197,14 @@ class Runner:
                 *self._ready,
                 *(job for _, _, job in self._retries),
                 *self._in_flight.values(),
-                *(record.job for record in (*self._held_404, *self._condemned.values())),
+                *(
+                    record.job
+                    for record in (
+                        *self._held_404,
+                        *self._held_redirects,
+                        *self._condemned.values(),
+                    )
+                ),
             ]
             self.store.release(leftover)
             self._ready.clear()
@@ -193,12 +231,17 @@ class Runner:
         self.stop.force.set()
 
     async def _watch_stop(self) -> None:
-        # The first stop interrupts workers waiting for their turn, the second (or the end of
-        # the run) abandons requests in flight too. A worker writing a file is never interrupted.
+        # The first stop interrupts workers waiting for their turn; requests in flight get
+        # GRACE seconds (real time: a service manager kills at 10 s), then are abandoned, as
+        # at once on a second stop or the end of the run. Their rows go back to pending.
+        # A worker writing a file is never interrupted.
         await self.stop.graceful.wait()
         self._wake.set()
         self._interrupt(WAITING)
-        await self.stop.force.wait()
+        try:
+            await asyncio.wait_for(self.stop.force.wait(), GRACE)
+        except TimeoutError:
+            log.info("abandoning %d request(s) still in flight after %.0f s", self.in_flight, GRACE)
         self._interrupt(WAITING, FETCHING)
 
     def _interrupt(self, *phases: str) -> None:
@@ -268,6 +311,8 @@ class Runner:
         assert me is not None
         self._phase[me] = WAITING
         try:
+            while (left := self._hold_until - self.clock()) > 0:
+                await self.sleep(left)  # a long wait the server named, beyond the pacer's hour
             sent_at = await self.pacer.wait_turn()
         except asyncio.CancelledError:
             if not self.stopping:
@@ -314,12 +359,19 @@ class Runner:
         else:
             self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
         wait = outcome.retry_after
+        if wait is not None and wait > MAX_PAUSE:
+            # Longer than the pacer holds: kept exactly, here and in the job (session saves it).
+            now = self.wall()
+            self._hold_until = max(self._hold_until, self.clock() + wait)
+            self.server_wait = ServerWait(now + wait, outcome.http_status)
         if wait is not None and wait > self.settings.pace.max_wait:
+            now = self.wall()
             self.end(
                 ApiUnusableError(
-                    f"the server asked to wait {wait:.0f} s (HTTP {outcome.http_status} "
-                    f"Retry-After), over --max-wait ({self.settings.pace.max_wait:g} s); rows "
-                    "are pending: `batchmap resume` later"
+                    f"the API asked to wait {until_text(now + wait, now=now)} (HTTP "
+                    f"{outcome.http_status} Retry-After), over --max-wait "
+                    f"({self.settings.pace.max_wait:g} s); rows are pending: `batchmap resume` "
+                    "then, or with a larger --max-wait to wait it out"
                 )
             )
         elif wait is not None and outcome.verdict is Verdict.RETRY:
@@ -358,6 +410,8 @@ class Runner:
             case Verdict.NO_HEATMAP:
                 self._drop_stray_file(job)
                 self._finish(Record(job, JobState.NO_HEATMAP, attempts, outcome.http_status))
+            case Verdict.FAILED if outcome.failure is Failure.REDIRECT:
+                self._hold_redirect(self._failure(job, outcome, attempts=attempts, retryable=False))
             case Verdict.FAILED if self._probation and outcome.http_status == 404:
                 self._hold_404(job, outcome, attempts)
             case Verdict.FAILED:
@@ -368,8 +422,10 @@ class Runner:
                 # Not the job's fault and not an attempt: first in line once the pause ends.
                 self.tally.rate_limited += 1
                 self._ready.appendleft(job)
-        if outcome.http_status not in (404, 429):
+        if outcome.http_status not in (404, 429) and outcome.failure is not Failure.REDIRECT:
             self._end_probation()  # something else answered: the base URL reaches the API
+        if outcome.http_status != 429 and outcome.failure is not Failure.REDIRECT:
+            self._end_redirect_hold()
 
     def _answered(self) -> None:
         """A good answer: the API is up, so rows that ran out of attempts did fail."""
@@ -397,7 +453,9 @@ class Runner:
         if call.charge:
             self._charge(job, outcome, job.attempts + 1)
         else:
-            self._ready.appendleft(job)  # not the row's fault: first in line after the pause
+            # Not the row's fault. Last in line: the next probe tries another identifier
+            # (silence is judged over several of them, health.Health).
+            self._ready.append(job)
 
     def _charge(self, job: Job, outcome: Outcome, attempts: int) -> None:
         """Spend one attempt of the row: back off and retry, or fail once the API is up."""
@@ -457,6 +515,23 @@ class Runner:
                 )
             )
 
+    def _hold_redirect(self, record: Record) -> None:
+        # A redirect to another origin, or a loop, is an answer about the address: held until
+        # another answer shows the address is right, then failed as the row's own.
+        self._held_redirects.append(record)
+        if len(self._held_redirects) >= REDIRECTS:
+            self._stop_for_redirects()
+
+    def _stop_for_redirects(self) -> None:
+        said = self._held_redirects[-1].error or "every request was redirected elsewhere"
+        self.end(ApiUnusableError(f"{said}; no row failed, rows are pending"))
+
+    def _end_redirect_hold(self) -> None:
+        self._only_redirects = False
+        for record in self._held_redirects:
+            self._finish(record)
+        self._held_redirects.clear()
+
     def _end_probation(self) -> None:
         if self._probation:
             self._probation = False
@@ -510,4 +585,7 @@ class Runner:
         while True:
             await asyncio.sleep(FLUSH_EVERY)  # real time: this bounds the loss to a crash
             self.timeline.sample_pause(self.pacer.view(), outage=self.health.in_outage)
+            overdue = self.health.overdue()  # on a clock, not only when a request ends
+            if overdue is not None and not self.stopping:
+                self.end(ApiUnusableError(overdue))
             await self.flush()

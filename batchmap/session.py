@@ -12,6 +12,8 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import signal
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,25 +29,30 @@ from batchmap.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    ApiUnusableError,
     BatchmapError,
     InputError,
 )
-from batchmap.fetch import make_client
+from batchmap.fetch import Proxy, choose_proxy, make_client
 from batchmap.files import Layout, heatmap_path, remove_file, remove_partials
 from batchmap.ids import IdSource
 from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats
 from batchmap.pacer import Pacer
-from batchmap.policy import check_api_key
+from batchmap.policy import RETRY_AFTER_MAX, check_api_key
 from batchmap.prefilter import META_KEY as PREFILTER_KEY
 from batchmap.prefilter import remembered_unavailable
-from batchmap.runner import Runner, RunSettings, Stop, Tally
+from batchmap.runner import Runner, RunSettings, ServerWait, Stop, Tally
 from batchmap.store import Store, check_database
 from batchmap.where import check_sources, say_where
 
 log = logging.getLogger("batchmap")
 
 TICK_EVERY = 0.5  # seconds between progress snapshots
+# Each stops a run as Ctrl-C does (SIGHUP: a closed ssh session without nohup).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+WAIT_KEY = "server_wait"  # meta: {"until": epoch seconds, "status": HTTP status} a server named
+NO_PREFILTER_KEY = "no_prefilter"  # meta: true once a run was told --no-prefilter
 ETA_WINDOW = 600.0  # at most this much history behind the ETA's rate
 
 
@@ -113,8 +120,10 @@ class Prepared:
     base_url: str
     settings: RunSettings
     run_id: int
+    proxy: Proxy | None = None
     exit_code: int = EXIT_FAILED
     limit: int | None = None
+    end_reason: str | None = None  # kept in the run's record (a signal, an error)
 
 
 @contextmanager
@@ -127,7 +136,8 @@ def prepare(
     load: Path | None = None,
     column: str | None = None,
     retry_failed: bool = False,
-    prefilter: bool = True,
+    prefilter: bool | None = None,
+    proxy_sees_key: bool = False,
     limit: int | None = None,
     images: Path | None = None,
     image_column: str | None = None,
@@ -136,6 +146,7 @@ def prepare(
 
     Kept out of the event loop so that Ctrl-C during a long load is a KeyboardInterrupt that
     rolls the load back whole. The run's record is closed with its exit code on the way out.
+    `prefilter` None: as the job remembers (--no-prefilter is remembered, --prefilter forgets).
     """
     key, stripped = check_api_key(api.api_key)
     if stripped:
@@ -158,33 +169,39 @@ def prepare(
         store.set_meta("layout", layout.value)
         store.set_meta("base_url", base_url)
         warn_if_plain_http(base_url)
+        proxy = check_proxy(base_url, allowed=proxy_sees_key)
         remove_partials(out)
+        wait_until = server_wait(store, max_wait=pace.max_wait)
         if retry_failed:
             store.retry_failed()
         if limit is not None:
             store.limit_to(limit)
         say_where(store, base_url, out, db)
-        use_prefilter = prefilter and _prefilter_wanted(store, base_url)
+        use_prefilter = remember_prefilter(store, prefilter) and _prefilter_wanted(store, base_url)
         settings = RunSettings(
             out=out, layout=layout, pace=pace, timeout=api.timeout, max_body=api.max_body,
-            prefilter=use_prefilter, where=_where(base_url),
+            prefilter=use_prefilter, where=_where(base_url), wait_until=wait_until,
         )  # fmt: skip
         options = {
             "base_url": base_url, "out": str(out), "layout": layout.value,
             "concurrency": pace.concurrency, "max_rate": pace.max_rate,
             "prefilter": use_prefilter, "retry_failed": retry_failed, "limit": limit,
         }  # fmt: skip
-        prepared = Prepared(store, key, base_url, settings, store.start_run(options), limit=limit)
+        prepared = Prepared(
+            store, key, base_url, settings, store.start_run(options), proxy, limit=limit
+        )
         try:
             yield prepared
         except BatchmapError as error:
             prepared.exit_code = error.exit_code
+            prepared.end_reason = str(error)
             raise
         except (KeyboardInterrupt, asyncio.CancelledError):
             prepared.exit_code = EXIT_INTERRUPTED
+            prepared.end_reason = prepared.end_reason or "interrupted"
             raise
         finally:
-            store.end_run(prepared.run_id, exit_code=prepared.exit_code)
+            store.end_run(prepared.run_id, exit_code=prepared.exit_code, reason=prepared.end_reason)
 
 
 async def fetch(
@@ -194,10 +211,14 @@ async def fetch(
     stop: Stop | None = None,
 ) -> RunResult:
     """Fetch every unfinished row of a prepared job."""
-    result = await _fetch(
-        prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
-        on_progress, stop,
-    )  # fmt: skip
+    stop = stop or Stop()
+    try:
+        result = await _fetch(
+            prepared.store, prepared.key, prepared.base_url, prepared.settings, prepared.run_id,
+            on_progress, stop, prepared.proxy,
+        )  # fmt: skip
+    finally:
+        prepared.end_reason = stop.reason
     result = dataclasses.replace(result, limit=prepared.limit)
     prepared.exit_code = result.exit_code
     return result
@@ -212,7 +233,7 @@ async def start(
     load: Path | None = None,
     column: str | None = None,
     retry_failed: bool = False,
-    prefilter: bool = True,
+    prefilter: bool | None = None,
     limit: int | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop: Stop | None = None,
@@ -233,14 +254,16 @@ async def _fetch(
     run_id: int,
     on_progress: Callable[[Progress], None] | None,
     stop: Stop | None,
+    proxy: Proxy | None = None,
 ) -> RunResult:
     pacer = Pacer(max_rate=settings.pace.max_rate)
     saved = store.get_meta("pacer")
     if isinstance(saved, dict):
         pacer.restore(saved)
     client = make_client(
-        base_url, api_key=key, timeout=settings.timeout, concurrency=settings.pace.concurrency
-    )
+        base_url, api_key=key, timeout=settings.timeout, concurrency=settings.pace.concurrency,
+        proxy=proxy,
+    )  # fmt: skip
     async with client:
         runner = Runner(store, client, pacer, settings, stop=stop, run_id=run_id)
         watch = Watch(runner, store.counts())
@@ -255,7 +278,10 @@ async def _fetch(
             raise
         finally:
             ticker.cancel()
-            store.set_meta("pacer", pacer.state())
+            if runner.server_wait is not None:
+                wait = runner.server_wait
+                store.set_meta(WAIT_KEY, {"until": wait.until, "status": wait.status})
+            store.set_meta("pacer", with_server_wait(pacer.state(), runner.server_wait))
     counts = store.counts()
     return RunResult(
         counts=counts,
@@ -271,7 +297,7 @@ async def _tick(
 ) -> None:
     saved: dict[str, Any] = {}
     while True:
-        state = runner.pacer.state()
+        state = with_server_wait(runner.pacer.state(), runner.server_wait)
         if state != saved:
             runner.store.set_meta("pacer", state)  # a server-imposed pause survives a restart
             saved = state
@@ -368,6 +394,46 @@ def resolve_base_url(store: Store, wanted: str | None) -> str:
     return wanted
 
 
+def server_wait(store: Store, *, max_wait: float, now: float | None = None) -> float:
+    """The time a server asked not to be called before (epoch; 0 for none), kept exactly.
+
+    A wait longer than --max-wait refuses the run at once (exit 4) with the time; a shorter
+    one is slept through by the runner.
+    """
+    saved = store.get_meta(WAIT_KEY)
+    if not isinstance(saved, dict):
+        return 0.0
+    until, status = saved.get("until"), saved.get("status")
+    moment = time.time() if now is None else now
+    if not isinstance(until, int | float) or not moment < until < moment + RETRY_AFTER_MAX:
+        return 0.0  # over, or not a sane number
+    said = ServerWait(until, status if isinstance(status, int) else None).text(now=moment)
+    if until - moment > max_wait:
+        raise ApiUnusableError(
+            f"{said}, over --max-wait ({max_wait:g} s): rows are pending; `batchmap resume` "
+            "then, or with a larger --max-wait to wait it out"
+        )
+    log.info("%s: waiting for it (within --max-wait)", said)
+    return float(until)
+
+
+def with_server_wait(state: dict[str, Any], wait: ServerWait | None) -> dict[str, Any]:
+    """The pacer's saved state with a server-named wait beyond its hour, so `status` says it."""
+    if wait is None or wait.until <= float(state.get("paused_until") or 0.0):
+        return state
+    reason = wait.text(now=time.time(), span=False)  # status adds the seconds left
+    return {**state, "paused_until": round(wait.until, 3), "pause_reason": reason}
+
+
+def remember_prefilter(store: Store, wanted: bool | None) -> bool:
+    """Whether to use the prefilter: as asked (and remembered), or as the job remembers."""
+    if wanted is None:
+        return not store.get_meta(NO_PREFILTER_KEY)
+    if bool(store.get_meta(NO_PREFILTER_KEY)) == wanted:
+        store.set_meta(NO_PREFILTER_KEY, not wanted)
+    return wanted
+
+
 def _prefilter_wanted(store: Store, base_url: str) -> bool:
     reason = remembered_unavailable(store.get_meta(PREFILTER_KEY), base_url)
     if reason is not None:
@@ -438,6 +504,25 @@ def _where(base_url: str) -> str:
     port = url.port or (443 if url.scheme == "https" else 80)
     host = f"[{url.host}]" if ":" in url.host else url.host
     return f"{host}:{port}"
+
+
+def check_proxy(base_url: str, *, allowed: bool) -> Proxy | None:
+    """The proxy the environment names for the base URL, said at start; never for loopback.
+
+    Through a proxy, an `https` base URL is a tunnel the proxy cannot read; a plain `http` one
+    hands the proxy every request, the key included: refused unless `allowed`.
+    """
+    proxy = choose_proxy(base_url)
+    if proxy is None:
+        return None
+    if httpx.URL(base_url).scheme == "http" and not allowed:
+        raise InputError(
+            f"{proxy.variable} sends requests through the proxy {proxy.shown}, which would "
+            f"read the API key: --base-url is plain http. Use https, exempt the host with "
+            f"NO_PROXY, or pass --proxy-sees-key"
+        )
+    log.info("note: requests go through the proxy %s (from %s)", proxy.shown, proxy.variable)
+    return proxy
 
 
 def warn_if_plain_http(base_url: str) -> None:

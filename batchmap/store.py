@@ -16,7 +16,9 @@ import math
 import os
 import re
 import shlex
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -338,8 +340,8 @@ def _inspect(path: Path) -> Inspection:
     `immutable=1` reads the main file only: no lock, no -wal/-shm (plain `mode=ro` creates
     both beside a WAL database and leaves them behind). Only when a write-ahead log already
     exists (a database in use, or a job killed before its first checkpoint) and that view is
-    not clearly ours is the log read too, through a read-only connection, which never
-    checkpoints into the file.
+    not clearly ours is the log read too: on a copy of both files in a temporary directory,
+    since even a read-only connection rewrites (or creates) the -shm beside the original.
     """
     try:
         if path.is_dir():
@@ -369,10 +371,37 @@ def _inspect(path: Path) -> Inspection:
     except StorageError:
         if not in_use:
             raise
-        return _inspect_with(path, immutable=False)
+        return _inspect_copy(path, fallback=None)
     if in_use and inspection.kind in (Kind.NEW, Kind.FOREIGN):
-        return _inspect_with(path, immutable=False)
+        return _inspect_copy(path, fallback=inspection)
     return inspection
+
+
+COPY_LIMIT = 256 * 1024 * 1024  # bytes of a database and its log copied aside to inspect them
+
+
+def _inspect_copy(path: Path, *, fallback: Inspection | None) -> Inspection:
+    """Judge a database with its write-ahead log applied, on a copy: nothing beside it changes.
+
+    Too large to copy, or unreadable as a copy (a writer changed it meanwhile): the view
+    without the log (`fallback`), saying so; a main file that looks empty is then refused,
+    since its log may hold anything.
+    """
+    wal = Path(f"{path}-wal")
+    try:
+        size = path.stat().st_size + wal.stat().st_size
+        if size <= COPY_LIMIT:
+            with tempfile.TemporaryDirectory(prefix="batchmap-inspect-") as folder:
+                copy = Path(folder) / "copy.db"
+                shutil.copyfile(path, copy)
+                shutil.copyfile(wal, f"{copy}-wal")
+                return _inspect_with(copy, immutable=False, shown=path)
+    except (OSError, BatchmapError):
+        pass
+    unread = "its write-ahead log was not read"
+    if fallback is None or fallback.kind is Kind.NEW:
+        return Inspection(Kind.FOREIGN, f"an SQLite database whose tables are in its log; {unread}")
+    return Inspection(fallback.kind, f"{fallback.detail} ({unread})")
 
 
 def check_database(path: Path) -> None:
@@ -382,18 +411,19 @@ def check_database(path: Path) -> None:
         raise _refusal(path, inspection)
 
 
-def _inspect_with(path: Path, *, immutable: bool) -> Inspection:
+def _inspect_with(path: Path, *, immutable: bool, shown: Path | None = None) -> Inspection:
+    shown = shown or path  # the user's file, when `path` is a copy of it
     try:
         conn = sqlite3.connect(_read_only_uri(path, immutable=immutable), uri=True)
     except sqlite3.Error as error:
-        raise _storage_error(path, error) from error
+        raise _storage_error(shown, error) from error
     try:
         return classify(conn)
     except sqlite3.Error as error:
         code = getattr(error, "sqlite_errorcode", 0) & 0xFF
         if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            raise damaged_error(path, _one_line(error)) from error
-        raise _storage_error(path, error) from error
+            raise damaged_error(shown, _one_line(error)) from error
+        raise _storage_error(shown, error) from error
     finally:
         conn.close()
 
@@ -917,13 +947,22 @@ class Store:
         return cursor.lastrowid
 
     @_guarded
-    def end_run(self, run_id: int, *, exit_code: int) -> None:
-        """Close a run's row with its exit code; a run killed before this keeps ended_at NULL."""
+    def end_run(self, run_id: int, *, exit_code: int, reason: str | None = None) -> None:
+        """Close a run's row with its exit code; a run killed before this keeps ended_at NULL.
+
+        `reason` (a signal's name, an error) is kept in the run's options as `ended_by`.
+        """
         with self._write():
             self.conn.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ? WHERE run_id = ?",
                 (now_iso(), exit_code, run_id),
             )
+            if reason is not None:
+                self.conn.execute(
+                    "UPDATE runs SET options = json_set(coalesce(options, '{}'), '$.ended_by', ?)"
+                    " WHERE run_id = ?",
+                    (reason[:200], run_id),
+                )
 
     @_guarded
     def runs(self) -> list[dict[str, Any]]:
@@ -974,11 +1013,16 @@ class Store:
 
     @_guarded
     def top_errors(self, limit: int = 5) -> list[tuple[str, int]]:
-        """The most frequent errors of `failed` rows, with counts."""
+        """The most frequent errors of unfinished rows, with counts.
+
+        `failed` rows, and rows still to do whose last attempt failed (a timeout waiting for
+        its retry): what keeps a job from finishing.
+        """
         return list(
             self.conn.execute(
-                "SELECT error, count(*) AS n FROM jobs WHERE state = 'failed' "
-                "GROUP BY error ORDER BY n DESC LIMIT ?",
+                "SELECT error, count(*) AS n FROM jobs WHERE error IS NOT NULL AND "
+                "state IN ('failed', 'pending', 'running') "
+                "GROUP BY error ORDER BY n DESC, error LIMIT ?",
                 (limit,),
             )
         )

@@ -501,3 +501,113 @@ def html_200() -> Handler:
     """A 200 text/html page for every request, as a captive portal or a misrouted proxy sends."""
     reply = Reply(200, (("Content-Type", "text/html; charset=utf-8"),), _HTML)
     return lambda _: reply
+
+
+# --------------------------------------------------------------------- issue 17: nights that end
+
+
+def redirect_all(*, scheme: str = "https", port: int | None = None) -> Handler:
+    """301 for every request to the same host and path over `scheme` (an http -> https upgrade).
+
+    `port` None keeps the request's own port (as Host names it).
+    """
+
+    def handle(request: Request) -> Action:
+        host = request.headers.get("host", "127.0.0.1")
+        name, _, own = host.rpartition(":") if ":" in host else (host, "", "")
+        location = f"{scheme}://{name}:{port or own}{request.target}"
+        return Reply(301, (("Location", location),), b"moved")
+
+    return handle
+
+
+def redirect_loop() -> Handler:
+    """302 to itself, for ever."""
+    return lambda request: Reply(302, (("Location", request.target),), b"")
+
+
+def stalling(
+    identifiers: Sequence[str], *, every: float = 0.5, then: Handler | None = None
+) -> Handler:
+    """For `identifiers`: a 200 image/png whose 1000-byte body comes a byte every `every` s."""
+    after = then or fake_heatmaps()
+    slow = frozenset(identifiers)
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        if unquote(request.path.rpartition("/")[2]) in slow:
+            headers = (("Content-Type", "image/png"),)
+            return Reply(200, headers, PNG_SIGNATURE + bytes(992), trickle=every, piece=1)
+        return after(request)
+
+    return handle
+
+
+def silent() -> Handler:
+    """Accept every connection and request, and never answer."""
+
+    async def handle(_: Request) -> Action:
+        await asyncio.sleep(3600)
+        return Drop()
+
+    return handle
+
+
+def slow_after(count: int, *, delay: float = 60.0, then: Handler | None = None) -> Handler:
+    """The first `count` requests as `then`; every later one answers only after `delay` s."""
+    after = then or fake_heatmaps()
+
+    async def handle(request: Request) -> Action:
+        if request.index >= count:
+            await asyncio.sleep(delay)
+        answer = after(request)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return handle
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid small PNG (CRCs right) whose IHDR declares `width` x `height` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 2)
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def huge_pngs(*, width: int = 60000, height: int = 60000) -> Handler:
+    """A 200 image/png for every heatmap whose header claims `width` x `height` pixels."""
+    reply = Reply(200, (("Content-Type", "image/png"),), huge_png(width, height))
+    return lambda _: reply
+
+
+def as_proxy(then: Handler | None = None) -> Handler:
+    """A plain-http forward proxy that answers itself: strips `http://host` from the request
+    target (absolute form) and hands the rest to `then`. Every request stays recorded."""
+    after = then or fake_heatmaps()
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        target = request.target
+        if "://" in target:
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        return after(Request(request.method, target, request.headers, request.at, request.index))
+
+    return handle
+
+
+def failing(
+    identifiers: Sequence[str], *, status: int = 500, then: Handler | None = None
+) -> Handler:
+    """`status` for every request about `identifiers`, always; the rest as `then`."""
+    after = then or fake_heatmaps()
+    broken = frozenset(identifiers)
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        if unquote(request.path.rpartition("/")[2]) in broken:
+            return json_reply(status, {"message": "Server Error"})
+        return after(request)
+
+    return handle

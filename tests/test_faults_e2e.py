@@ -130,8 +130,8 @@ def test_a_wait_longer_than_max_wait_stops_with_exit_4_and_rows_pending(
     assert time.monotonic() - started < 20
     assert "over --max-wait" in output
     assert states(workspace) == {"pending": len(IDS)}
-    status = workspace.status()
-    assert status["pause"] is None or status["pause"]["seconds_left"] <= 3600
+    status = workspace.status()  # the time the server named, kept exactly (not capped at 1 h)
+    assert 86000 < status["pause"]["seconds_left"] <= 86400
 
 
 def test_a_zero_rate_limit_header_never_switches_pacing_off(workspace: Workspace) -> None:

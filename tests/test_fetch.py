@@ -123,14 +123,29 @@ def test_the_key_never_follows_a_redirect_to_another_origin(location: str) -> No
 
     outcome = fetch(handler)
     assert outcome.verdict is Verdict.FAILED
-    assert outcome.error is not None and "another origin refused" in outcome.error
+    assert outcome.error is not None and "(another origin, not followed)" in outcome.error
+    assert outcome.failure is Failure.REDIRECT  # about the address: the runner stops on a run
+    assert ":443" in outcome.error or ":8443" in outcome.error or ":80" in outcome.error
     assert KEY not in outcome.error
     assert hosts == [("https", "api.test", None)]
 
 
 def test_a_redirect_loop_ends() -> None:
     outcome = fetch(lambda request: httpx.Response(302, headers={"location": "/again"}))
-    assert outcome.verdict is Verdict.FAILED and "redirects" in (outcome.error or "")
+    assert outcome.verdict is Verdict.FAILED and "redirect loop" in (outcome.error or "")
+    assert outcome.failure is Failure.REDIRECT and "https://api.test:443" in (outcome.error or "")
+
+
+def test_an_upgrade_to_https_names_the_base_url_to_use() -> None:
+    def upgrade(request: httpx.Request) -> httpx.Response:
+        target = request.url.copy_with(scheme="https", port=8443)
+        return httpx.Response(301, headers={"location": str(target)})
+
+    outcome = fetch(upgrade, base="http://api.test:8080/prefix")
+    assert outcome.error == (
+        "the API redirects to https://api.test:8443 (another origin, not followed): "
+        "use --base-url https://api.test:8443/prefix"
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,7 +183,8 @@ def test_a_server_that_never_finishes_is_cut_off_by_the_total_timeout() -> None:
 
     outcome = asyncio.run(go())
     assert outcome.verdict is Verdict.RETRY
-    assert outcome.error == "timed out after 0.05s"
+    assert outcome.error == "no answer within 0.05s"
+    assert outcome.failure is Failure.SILENT  # no status line: counts like a refused connection
 
 
 # --------------------------------------------------------------------------- bounded bodies
@@ -272,7 +288,7 @@ def test_an_error_answer_with_a_huge_body_keeps_its_message_and_is_not_refused()
         (httpx.ConnectError("[Errno 111] Connection refused"), Failure.CONNECT),
         (httpx.ConnectTimeout("slow handshake"), Failure.CONNECT),
         (httpx.UnsupportedProtocol("ftp"), Failure.CONNECT),
-        (httpx.ReadTimeout("slow"), Failure.TIMEOUT),
+        (httpx.ReadTimeout("slow"), Failure.SILENT),  # before the status line
         (httpx.PoolTimeout("busy"), Failure.TIMEOUT),
         (httpx.RemoteProtocolError("Server disconnected"), Failure.NETWORK),
         (httpx.ReadError("Connection reset by peer"), Failure.NETWORK),

@@ -9,7 +9,7 @@ import pytest
 from batchmap.health import PROBE_CAP, PROBE_FIRST, START_PROBES, STREAK, Health
 from batchmap.models import Failure
 
-C, T, S = Failure.CONNECT, Failure.TIMEOUT, Failure.SERVER
+C, T, S = Failure.CONNECT, Failure.SILENT, Failure.SERVER
 
 
 class Clock:
@@ -82,13 +82,13 @@ def test_outage_probes_back_off_to_a_cap_and_say_since_when() -> None:
     pauses = []
     for i in range(STREAK + 12):
         clock.now += 1  # failures over more than STREAK_SECONDS, with no good answer
-        call = h.on_failure(f"id{i}", T, "timed out after 30s")
+        call = h.on_failure(f"id{i}", T, "no answer within 30s")
         if call.pause_for:
             pauses.append(call.pause_for)
             clock.now += call.pause_for
     assert pauses[0] == PROBE_FIRST
     assert pauses == sorted(pauses) and max(pauses) == PROBE_CAP
-    assert call.reason.startswith("API unreachable since ") and "timed out" in call.reason
+    assert call.reason.startswith("API unreachable since ") and "no answer" in call.reason
 
 
 def test_an_outage_longer_than_the_limit_gives_up_with_what_to_do() -> None:
@@ -155,3 +155,47 @@ def test_failures_of_many_rows_within_a_moment_are_not_yet_an_outage() -> None:
     clock.now += 2.5
     assert h.on_failure("late", C, "refused").refund == frozenset({*(f"id{i}" for i in range(6)),
                                                                   "late"})  # fmt: skip
+
+
+def test_the_outage_limit_is_checked_on_a_clock_not_only_when_a_request_ends() -> None:
+    clock = Clock()
+    h = health(clock, limit=10.0)
+    for name in "abc":
+        clock.now += 1
+        h.on_failure(name, S, "HTTP 503")
+    assert h.in_outage and h.overdue() is None
+    clock.now += 11  # no request ended meanwhile (a probe in flight for --timeout)
+    said = h.overdue()
+    assert said is not None and "--outage-limit" in said and "HTTP 503" in said
+
+
+def test_rows_failing_on_their_own_never_make_an_outage() -> None:
+    clock = Clock()
+    h = health(clock)
+    for name in "abc":  # each fails while the API answers others: suspects from now on
+        assert h.on_failure(name, S, "HTTP 500").charge
+        h.on_answer()
+    for _ in range(5):  # then only they are left, failing with no good answer between
+        for name in "abc":
+            clock.now += 1
+            call = h.on_failure(name, S, "HTTP 500")
+            assert call.charge and not call.pause_for and not call.refund
+    assert not h.in_outage
+
+
+def test_a_body_that_trickles_past_the_timeout_is_the_rows_own() -> None:
+    clock = Clock()
+    h = health(clock)
+    for name in "abcdef":
+        clock.now += 1
+        assert h.on_failure(name, Failure.TIMEOUT, "timed out after 30s").charge
+    assert not h.in_outage
+
+
+def test_silence_before_any_answer_gives_up_after_three_identifiers() -> None:
+    clock = Clock()
+    h = health(clock, answered=False)
+    calls = [h.on_failure(name, T, "no answer within 30s") for name in "aab"]
+    assert all(call.give_up is None for call in calls)
+    given_up = h.on_failure("c", T, "no answer within 30s").give_up
+    assert given_up is not None and "never answers" in given_up and "api.test:443" in given_up

@@ -121,6 +121,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         (
             "tests/test_crash.py::test_a_signal_stops_the_run_with_130_and_resume_finishes_without_refetching",
             "tests/test_crash.py::test_a_pause_the_server_imposed_survives_a_restart",
+            "tests/test_nights_e2e.py::test_a_stop_while_every_worker_waits_out_a_pause_is_at_once",
         ),
         "Ctrl-C stops at once",
     ),
@@ -314,6 +315,65 @@ MUTATIONS: tuple[Mutation, ...] = (
             "tests/test_timeline_e2e.py",
         ),
         "the timeline is written with its rows",
+    ),
+    Mutation(
+        "redirects-fail-rows",
+        "batchmap/runner.py",
+        "self._hold_redirect(self._failure(job, outcome, attempts=attempts, retryable=False))",
+        "self._finish(self._failure(job, outcome, attempts=attempts, retryable=False))",
+        (
+            "tests/test_nights_e2e.py::test_a_base_url_that_redirects_to_https_stops_and_names_the_base_url_to_use",
+            "tests/test_nights_e2e.py::test_a_redirect_loop_stops_the_run_with_rows_pending",
+        ),
+        "a redirecting address fails no row",
+    ),
+    Mutation(
+        "lone-failures-are-outages",
+        "batchmap/health.py",
+        "if failure is Failure.TIMEOUT or identifier in self.suspects:",
+        "if False:",
+        (
+            "tests/test_nights_e2e.py::test_rows_that_always_trickle_fail_on_their_own_and_the_job_ends",
+        ),
+        "a row that fails alone fails; the job ends",
+    ),
+    Mutation(
+        "silence-never-gives-up",
+        "batchmap/health.py",
+        "if len(self._silent) >= START_PROBES:",
+        "if False:",
+        (
+            "tests/test_nights_e2e.py::test_a_server_that_never_answers_stops_the_run_like_a_refused_one",
+        ),
+        "silence stops a run like refusal",
+    ),
+    Mutation(
+        "long-wait-forgotten",
+        "batchmap/session.py",
+        "wait_until = server_wait(store, max_wait=pace.max_wait)",
+        "wait_until = 0.0",
+        ("tests/test_nights_e2e.py::test_a_daily_quota_is_kept_until_the_time_the_server_named",),
+        "a server's long wait is kept exactly",
+    ),
+    Mutation(
+        "no-grace-after-a-stop",
+        "batchmap/runner.py",
+        "await asyncio.wait_for(self.stop.force.wait(), GRACE)",
+        "await self.stop.force.wait()",
+        (
+            "tests/test_nights_e2e.py::test_a_signal_stops_within_seconds_even_with_slow_requests_in_flight",
+        ),
+        "a signal stops within seconds",
+    ),
+    Mutation(
+        "classifications-429-uncounted",
+        "batchmap/minutes.py",
+        "and not (classifications and status != 429):",
+        "and not classifications:",
+        (
+            "tests/test_nights_e2e.py::test_429s_answered_to_classifications_requests_are_counted_in_the_timeline",
+        ),
+        "the timeline adds up to the server's log",
     ),
 )
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.bench.common import Report, SharedData, count, line, megabytes, say, write_ids_csv
+from tools.bench.nights import section_nights
 from tools.bench.processes import Finished, batchmap, batchmap_argv, fake_server, run_child
 
 CHAOS_IDS = 200
@@ -196,3 +197,4 @@ def section_chaos(report: Report, _shared: SharedData) -> None:
         if case.name == "healthy":
             healthy = done.wall
         show_case(report, case, done, hurt, healthy)
+    section_nights(report)  # issue 17: redirects, trickles, silence, long waits, signals
