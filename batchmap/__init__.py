@@ -13,13 +13,9 @@ Names are imported on first use, so `import batchmap` stays cheap for `status` a
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-try:
-    __version__ = version("batchmap")  # written once, in pyproject.toml
-except PackageNotFoundError:  # a source tree on sys.path that was never installed
-    __version__ = "0+unknown"
+from batchmap.version import __version__
 
 # name -> module that defines it
 _EXPORTS = {

@@ -19,7 +19,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from batchmap import __version__
 from batchmap.config import (
     DEFAULT_BASE_URL,
     DEFAULT_DB,
@@ -42,6 +41,7 @@ from batchmap.files import Layout
 from batchmap.models import JobState
 from batchmap.report import Format, read_status, silence_stdout, story_lines, write_report
 from batchmap.timeline import human_seconds, iso
+from batchmap.version import __version__
 
 if TYPE_CHECKING:
     from batchmap.session import RunResult

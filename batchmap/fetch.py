@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 import httpx
 
-from batchmap import __version__
 from batchmap.config import DEFAULT_MAX_BODY
 from batchmap.models import Classification, Failure, Outcome, Verdict
 from batchmap.policy import (
@@ -32,6 +31,7 @@ from batchmap.policy import (
     redact,
     retry_after,
 )
+from batchmap.version import __version__
 
 HEATMAP_PATH = "/api/classification/heatmap/"
 CLASSIFICATIONS_PATH = "/api/classifications"

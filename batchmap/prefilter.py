@@ -12,15 +12,19 @@ document, the stage says so once, remembers it for this base URL, and steps asid
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
-from batchmap.errors import ApiUnusableError, AuthError
+import httpx
+
+from batchmap.errors import ApiUnusableError, AuthError, BatchmapError
 from batchmap.fetch import fetch_classifications
-from batchmap.models import Failure, Job, Verdict
+from batchmap.health import Health
+from batchmap.minutes import MinuteLog
+from batchmap.models import Failure, Job, Outcome, Verdict
+from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
-
-if TYPE_CHECKING:
-    from batchmap.runner import Runner
+from batchmap.store import Store
 
 log = logging.getLogger("batchmap")
 
@@ -37,10 +41,56 @@ def remembered_unavailable(meta: Any, base_url: str) -> str | None:
     return None
 
 
+class _Limits(Protocol):
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def max_body(self) -> int: ...
+
+
+class _Counts(Protocol):
+    requests: int
+    rate_limited: int
+
+
+class Run(Protocol):
+    """What the stage uses of the run it is part of (`runner.Runner`, which imports this
+    module: the stage names the services it shares instead of importing the runner back)."""
+
+    store: Store
+    client: httpx.AsyncClient
+    pacer: Pacer
+    health: Health
+    timeline: MinuteLog
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+    jitter: Callable[[float], float]
+
+    @property
+    def settings(self) -> _Limits: ...
+
+    @property
+    def tally(self) -> _Counts: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    async def turn(self) -> float | None: ...
+
+    def learn(self, outcome: Outcome, *, sent_at: float) -> None: ...
+
+    def end(self, error: BatchmapError) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def finish_classified(self, count: int) -> None: ...
+
+
 class Prefilter:
     """Asks the classifications endpoint about pending rows, a batch at a time, ahead of claims."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Run) -> None:
         self.runner = runner
         self.active = True
         self._ahead = 0  # asked and still pending, not yet claimed by a worker
