@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchmap.ids import IdSource
+from batchmap.prefilter import NO_PREFILTER_KEY
 from batchmap.report import learned_limits
 from batchmap.store import check_database
 from batchmap.timeline import human_seconds
@@ -104,11 +105,14 @@ def estimate(
     load: Path | None,
     column: str | None,
     retry_failed: bool,
-    prefilter: bool,
+    prefilter: bool | None,
     max_rate: float | None,
     limit: int | None,
 ) -> Estimate:
-    """Count what a run would fetch; read-only on the job, nothing sent."""
+    """Count what a run would fetch; read-only on the job, nothing sent.
+
+    `prefilter` None: as the job remembers (on unless a run was told --no-prefilter).
+    """
     if db.exists():
         check_database(db)
     with tempfile.TemporaryDirectory(prefix="batchmap-estimate-") as tmp:
@@ -135,14 +139,14 @@ def _compare(
     db: Path,
     *,
     retry_failed: bool,
-    prefilter: bool,
+    prefilter: bool | None,
     max_rate: float | None,
     limit: int | None,
 ) -> Estimate:
     if not db.exists():
         (new,) = conn.execute("SELECT count(*) FROM ids").fetchone()
         return Estimate(new, 0, 0, None, list(DOCUMENTED_LIMITS), False, max_rate, limit,
-                        prefilter)  # fmt: skip
+                        prefilter is not False)  # fmt: skip
     uri = f"file:{db.absolute()}?mode=ro"
     conn.execute("ATTACH DATABASE ? AS job", (uri,))
     (new,) = conn.execute(
@@ -162,6 +166,8 @@ def _compare(
     pacer = _json(meta.get("pacer"))
     limits = learned_limits(pacer.get("windows")) if isinstance(pacer, dict) else []
     remembered = bool(limits)
+    if prefilter is None:
+        prefilter = not _json(meta.get(NO_PREFILTER_KEY))
     return Estimate(new, pending, unasked, share, limits or list(DOCUMENTED_LIMITS), remembered,
                     max_rate, limit, prefilter)  # fmt: skip
 

@@ -32,6 +32,7 @@ BATCH = 100  # identifAI's documented maximum per request
 AHEAD = 2 * BATCH  # asked rows the workers have not claimed yet: ask more below this
 GIVE_UP_AFTER = 3  # consecutive failed requests (outside outages) before stepping aside
 META_KEY = "prefilter"
+NO_PREFILTER_KEY = "no_prefilter"  # meta: true once a run was told --no-prefilter
 
 
 def remembered_unavailable(meta: Any, base_url: str) -> str | None:
