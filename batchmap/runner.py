@@ -185,9 +185,8 @@ class Runner:
                 self._stop_for_redirects()  # every answer was a redirect: about the address
             if not self.stopping:
                 # The work is over: whatever waited for proof that the API is up is final now.
-                self._unrecorded.extend(
-                    [*self._held_404, *self._held_redirects, *self._condemned.values()]
-                )
+                for record in (*self._held_404, *self._held_redirects, *self._condemned.values()):
+                    self._finish(record)  # counted as this run's, like every other end
                 self._held_404.clear()
                 self._held_redirects.clear()
                 self._condemned.clear()
