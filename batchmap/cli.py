@@ -6,7 +6,6 @@ and `report` start in a fraction of the time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import signal
@@ -38,8 +37,9 @@ from batchmap.errors import (
     BatchmapError,
 )
 from batchmap.files import Layout
+from batchmap.job import Job
 from batchmap.models import JobState
-from batchmap.report import Format, read_status, silence_stdout, story_lines, write_report
+from batchmap.report import Format, silence_stdout, story_lines
 from batchmap.timeline import human_seconds, iso
 from batchmap.version import __version__
 
@@ -329,7 +329,6 @@ def load(
     verbose: int,
 ) -> None:
     """Load IDS_CSV into the job table and say what was added; fetch nothing."""
-    from batchmap.job import Job
     from batchmap.session import show_load
 
     _setup_logging(quiet, verbose)
@@ -382,7 +381,7 @@ def resume(retry_failed: bool, db: Path, **options: Any) -> None:
 )
 def status(db: Path, as_json: bool, check: bool) -> None:
     """Counts per state and HTTP status, frequent errors, last activity, any pause."""
-    facts = read_status(db)
+    facts = Job(db).status()
     if as_json:
         click.echo(json.dumps(facts, indent=2, allow_nan=False))
     else:
@@ -423,8 +422,7 @@ def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
     the heatmap files under --out, so keep it where it can reach them. timeline-csv has one
     row per minute of each run.
     """
-    selected = JobState(state) if state else None
-    written = write_report(db, fmt=Format(fmt), state=selected, output=output)
+    written = Job(db).report(output, fmt=fmt, state=state)
     if output is None:
         return
     click.echo(written.message(output), err=True)
@@ -444,7 +442,6 @@ def report(db: Path, fmt: str, state: str | None, output: Path | None) -> None:
 @verbosity_options(requests=False)
 def verify(db: Path, repair: bool, quiet: bool, verbose: int) -> None:
     """Check every done row's file against its recorded size and sha256; find strays."""
-    from batchmap.job import Job
 
     _setup_logging(quiet, verbose)
     report = Job(db).verify(repair=repair, on_progress=_verify_progress(quiet))
@@ -718,7 +715,6 @@ def _fetch(
 ) -> NoReturn:
     from batchmap.progress import Mode, ProgressView
     from batchmap.runner import Stop
-    from batchmap.session import STOP_SIGNALS, Prepared, fetch, prepare
 
     _setup_logging(options["quiet"], options["verbose"], options["log_format"])
     if options["dry_run"]:
@@ -729,33 +725,24 @@ def _fetch(
     else:
         mode = Mode.QUIET if options["quiet"] else Mode.LIVE if sys.stderr.isatty() else Mode.PLAIN
     view = ProgressView(mode, every=options["progress_every"])
-    stop = Stop()
 
-    def on_signal(sig: signal.Signals) -> None:
-        stop.request(sig.name)
-        view.stopping(force=stop.force.is_set())
+    class ShownStop(Stop):
+        """A stop the progress display tells about (Ctrl-C, SIGTERM, SIGHUP)."""
 
-    async def go(prepared: Prepared) -> RunResult:
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, on_signal, sig)
-        try:
-            return await fetch(prepared, on_progress=view, stop=stop)
-        finally:
-            for sig in STOP_SIGNALS:
-                loop.remove_signal_handler(sig)
+        def request(self, reason: str = "stop requested") -> None:
+            super().request(reason)
+            view.stopping(force=self.force.is_set())
 
-    # Loading and recovery run before the event loop: Ctrl-C there rolls the load back whole.
-    with prepare(
-        db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-        prefilter=options["prefilter"], limit=options["limit"],
-        images=options.get("images"), image_column=options.get("image_column"),
-        proxy_sees_key=options["proxy_sees_key"],
-    ) as prepared:  # fmt: skip
-        try:
-            result = asyncio.run(go(prepared))
-        finally:
-            view.close()
+    try:
+        result = Job(db).fetch(
+            api, pace, output, load=load, column=column, retry_failed=retry_failed,
+            prefilter=options["prefilter"], limit=options["limit"],
+            images=options.get("images"), image_column=options.get("image_column"),
+            proxy_sees_key=options["proxy_sees_key"], on_progress=view, stop=ShownStop(),
+            signals=True,
+        )  # fmt: skip
+    finally:
+        view.close()
     if options["log_format"] == "json":
         _log_summary(result)  # stdout stays empty: the whole log is JSON lines on stderr
     else:

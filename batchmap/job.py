@@ -26,10 +26,19 @@ from batchmap.config import DEFAULT_DB, Api, Output, Pace
 from batchmap.errors import BatchmapError, InputError
 from batchmap.files import Layout
 from batchmap.lock import JobLock
-from batchmap.models import JobState, LoadStats
-from batchmap.report import read_status
+from batchmap.models import JobState, LoadStats, Written
+from batchmap.report import Format, read_status, write_report
 from batchmap.runner import Stop
-from batchmap.session import Progress, RunResult, load_ids, start, stored_output
+from batchmap.session import (
+    STOP_SIGNALS,
+    Prepared,
+    Progress,
+    RunResult,
+    fetch,
+    load_ids,
+    prepare,
+    stored_output,
+)
 from batchmap.store import Store, check_database
 from batchmap.verify import VerifyReport, verify
 from batchmap.where import check_sources
@@ -114,13 +123,12 @@ class Job:
                 "Job.run() cannot start inside a running event loop (a notebook cell, an "
                 "async function): use `await job.arun(...)` there, with the same arguments"
             )
-        return asyncio.run(
-            self.arun(
-                api_key=api_key, base_url=base_url, out=out, layout=layout, pace=pace,
-                timeout=timeout, load=load, column=column, retry_failed=retry_failed,
+        with _in_api_terms():
+            api, pace_, output = _configs(api_key, base_url, out, layout, pace, timeout, limit)
+            return self.fetch(
+                api, pace_, output, load=load, column=column, retry_failed=retry_failed,
                 prefilter=prefilter, limit=limit, on_progress=on_progress, stop=stop,
-            )
-        )  # fmt: skip
+            )  # fmt: skip
 
     async def arun(
         self,
@@ -144,32 +152,60 @@ class Job:
         The last call of `on_progress` is the final state, the same counts as the result.
         """
         with _in_api_terms():
-            if limit is not None and (isinstance(limit, bool) or limit < 1):
-                raise InputError(f"limit={limit!r}: expected a whole number of rows, at least 1")
-            api = Api(api_key, base_url) if timeout is None else Api(api_key, base_url, timeout)
-            output = Output(
-                Path(out) if out is not None else None, Layout(layout) if layout else None
-            )
-            last: list[Progress] = []
+            api, pace_, output = _configs(api_key, base_url, out, layout, pace, timeout, limit)
+            with prepare(
+                self.db, api, pace_, output, load=_path(load), column=column,
+                retry_failed=retry_failed, prefilter=prefilter, limit=limit,
+            ) as prepared:  # fmt: skip
+                return await _fetch(prepared, on_progress, stop, signals=False)
 
-            def track(progress: Progress) -> None:
-                last[:] = [progress]
-                if on_progress is not None:
-                    on_progress(progress)
+    def fetch(
+        self,
+        api: Api,
+        pace: Pace,
+        output: Output,
+        *,
+        load: PathLike | None = None,
+        column: str | None = None,
+        retry_failed: bool = False,
+        prefilter: bool | None = None,
+        limit: int | None = None,
+        images: PathLike | None = None,
+        image_column: str | None = None,
+        proxy_sees_key: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: Stop | None = None,
+        signals: bool = False,
+    ) -> RunResult:
+        """`run` from the configuration objects as they are (the CLI builds them from its
+        options, so errors name its flags); blocks. The one path every run takes.
 
-            result = await start(
-                self.db, api, pace or Pace(), output,
-                load=Path(load) if load is not None else None, column=column,
-                retry_failed=retry_failed, prefilter=prefilter, limit=limit, on_progress=track,
-                stop=stop,
-            )  # fmt: skip
-            if on_progress is not None:
-                on_progress(_final(result, last[0] if last else None))
-            return result
+        Loading and recovery happen before the event loop starts, so Ctrl-C during a long load
+        rolls it back whole. With `signals`, SIGINT, SIGTERM and SIGHUP stop the run like
+        `stop.request()` (a second one at once): for a program that owns the process.
+        """
+        with prepare(
+            self.db, api, pace, output, load=_path(load), column=column,
+            retry_failed=retry_failed, prefilter=prefilter, limit=limit,
+            images=_path(images), image_column=image_column, proxy_sees_key=proxy_sees_key,
+        ) as prepared:  # fmt: skip
+            return asyncio.run(_fetch(prepared, on_progress, stop, signals=signals))
 
     def status(self) -> dict[str, Any]:
         """The facts `batchmap status --json` prints: counts, errors, pauses, the timeline."""
         return read_status(self.db)
+
+    def report(
+        self,
+        output: PathLike | None = None,
+        *,
+        fmt: Format | str = Format.CSV,
+        state: JobState | str | None = None,
+    ) -> Written:
+        """Write one record per identifier (csv, json, jsonl, html or timeline-csv) to
+        `output`, or to standard output when None; returns what was written."""
+        selected = JobState(state) if state is not None else None
+        return write_report(self.db, fmt=Format(fmt), state=selected, output=_path(output))
 
     def verify(
         self, *, repair: bool = False, on_progress: Callable[[int, int], None] | None = None
@@ -193,6 +229,58 @@ class Job:
         selected = JobState(state) if state is not None else None
         with Store(self.db, create=False) as store:
             yield from store.rows(state=selected)
+
+
+def _path(value: PathLike | None) -> Path | None:
+    return Path(value) if value is not None else None
+
+
+def _configs(
+    api_key: str,
+    base_url: str | None,
+    out: PathLike | None,
+    layout: Layout | str | None,
+    pace: Pace | None,
+    timeout: float | None,
+    limit: int | None,
+) -> tuple[Api, Pace, Output]:
+    """The configuration objects `run` and `arun` build from their keywords."""
+    if limit is not None and (isinstance(limit, bool) or limit < 1):
+        raise InputError(f"limit={limit!r}: expected a whole number of rows, at least 1")
+    api = Api(api_key, base_url) if timeout is None else Api(api_key, base_url, timeout)
+    output = Output(_path(out), Layout(layout) if layout else None)
+    return api, pace or Pace(), output
+
+
+async def _fetch(
+    prepared: Prepared,
+    on_progress: Callable[[Progress], None] | None,
+    stop: Stop | None,
+    *,
+    signals: bool,
+) -> RunResult:
+    """Fetch a prepared job; the last call of `on_progress` is the final state."""
+    stop = stop or Stop()
+    last: list[Progress] = []
+
+    def track(progress: Progress) -> None:
+        last[:] = [progress]
+        if on_progress is not None:
+            on_progress(progress)
+
+    loop = asyncio.get_running_loop()
+    if signals:
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop.request, sig.name)
+    try:
+        result = await fetch(prepared, on_progress=track, stop=stop)
+    finally:
+        if signals:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+    if on_progress is not None:
+        on_progress(_final(result, last[0] if last else None))
+    return result
 
 
 def _final(result: RunResult, last: Progress | None) -> Progress:
