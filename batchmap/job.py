@@ -10,6 +10,9 @@
 `run` blocks; `arun` is the same inside a running event loop (a notebook). Neither installs a
 signal handler: stop a run with `Stop.request()` or by cancelling the task running `arun`,
 which stops gracefully (in-flight requests end or go back to `pending`) and re-raises.
+`fetch` is `run` from the configuration objects (`Api`, `Pace`, `Output`) and can own the
+process's stop signals: the CLI's run and resume are exactly that call, and its status and
+report are `status` and `report`.
 """
 
 from __future__ import annotations
