@@ -41,7 +41,7 @@ class Verdict(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
+class Claim:
     """A claimed row of the job table."""
 
     rowid: int
@@ -85,7 +85,7 @@ class LoadStats:
 class Record:
     """A final outcome waiting to be written to the job table."""
 
-    job: Job
+    job: Claim
     state: JobState
     attempts: int
     http_status: int | None

@@ -21,7 +21,7 @@ from batchmap.errors import ApiUnusableError, AuthError, BatchmapError
 from batchmap.fetch import fetch_classifications
 from batchmap.health import Health
 from batchmap.minutes import MinuteLog
-from batchmap.models import Failure, Job, Outcome, Verdict
+from batchmap.models import Claim, Failure, Outcome, Verdict
 from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
 from batchmap.store import Store
@@ -119,7 +119,7 @@ class Prefilter:
             self.active = False
             runner.wake()
 
-    async def _ask(self, batch: list[Job]) -> None:
+    async def _ask(self, batch: list[Claim]) -> None:
         runner = self.runner
         sent_at = await runner.turn()
         if sent_at is None:
@@ -163,7 +163,7 @@ class Prefilter:
             case Verdict.RETRY:
                 await self._failed(batch, outcome.failure, outcome.error or "", outcome.retry_after)
 
-    async def _unsupported(self, batch: list[Job], reason: str, *, status: int | None) -> None:
+    async def _unsupported(self, batch: list[Claim], reason: str, *, status: int | None) -> None:
         runner = self.runner
         if status == 404 and len(batch) > 1 and not self._seen_200 and not self._tried_one:
             # A 404 for a whole batch may mean one unknown identifier, not a missing route:
@@ -190,7 +190,7 @@ class Prefilter:
         self.active = False
 
     async def _failed(
-        self, batch: list[Job], failure: Failure | None, error: str, retry_after: float | None
+        self, batch: list[Claim], failure: Failure | None, error: str, retry_after: float | None
     ) -> None:
         runner = self.runner
         if failure not in (None, Failure.BODY):

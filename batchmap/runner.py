@@ -31,7 +31,7 @@ from batchmap.fetch import fetch_heatmap
 from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
 from batchmap.health import Health
 from batchmap.minutes import MinuteLog
-from batchmap.models import Failure, Job, JobState, Outcome, Record, Verdict
+from batchmap.models import Claim, Failure, JobState, Outcome, Record, Verdict
 from batchmap.pacer import MAX_PAUSE, Pacer
 from batchmap.policy import backoff_delay, stop_message, until_text
 from batchmap.prefilter import Prefilter
@@ -140,9 +140,9 @@ class Runner:
         )
         self.timeline = MinuteLog(clock=clock, wall=wall)
         self.ended_by: BatchmapError | None = None  # a 401/403 or an API that cannot be used
-        self._ready: deque[Job] = deque()
-        self._retries: list[tuple[float, int, Job]] = []
-        self._in_flight: dict[int, Job] = {}
+        self._ready: deque[Claim] = deque()
+        self._retries: list[tuple[float, int, Claim]] = []
+        self._in_flight: dict[int, Claim] = {}
         self._condemned: dict[int, Record] = {}  # out of attempts; failed once the API answers
         self._streak_charges: Counter[int] = Counter()  # attempts spent since a good answer
         self._owed: dict[int, int] = {}  # attempts refunded to rows that were in flight
@@ -249,7 +249,7 @@ class Runner:
                 task.cancel()
 
     async def _worker(self) -> None:
-        job: Job | None = None
+        job: Claim | None = None
         try:
             while (job := await self._next_job()) is not None:
                 self._in_flight[job.rowid] = job
@@ -268,7 +268,7 @@ class Runner:
                 error = BatchmapError(f"unexpected error, run stopped: {error!r}")
             self.end(error)
 
-    async def _next_job(self) -> Job | None:
+    async def _next_job(self) -> Claim | None:
         while not self.stopping:
             now = self.clock()
             if self._retries and self._retries[0][0] <= now:
@@ -322,7 +322,7 @@ class Runner:
             self._phase.pop(me, None)
         return None if self.stopping else sent_at
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: Claim) -> None:
         sent_at = await self.turn()
         if sent_at is None:
             return  # no new request after a stop: released to pending by run()
@@ -379,21 +379,21 @@ class Runner:
                 self.clock() + wait, f"server asked to wait (HTTP {outcome.http_status})"
             )
 
-    def _path_for(self, job: Job) -> Path:
+    def _path_for(self, job: Claim) -> Path:
         return heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
 
-    def _drop_stray_file(self, job: Job) -> None:
+    def _drop_stray_file(self, job: Claim) -> None:
         # A row that ends without a heatmap keeps no file, even one an earlier crash left.
         remove_file(self._path_for(job))
 
-    def _decide(self, job: Job, outcome: Outcome) -> None:
+    def _decide(self, job: Claim, outcome: Outcome) -> None:
         if outcome.verdict is Verdict.STOP:
             # The key or account is refused: stop the whole run at once, touching no row.
             self.end(AuthError(stop_message(outcome.http_status or 401)))
             return
         del self._in_flight[job.rowid]
         if job.rowid in self._owed:  # attempts an outage refunded while it was in flight
-            job = Job(job.rowid, job.identifier, job.attempts - self._owed.pop(job.rowid))
+            job = Claim(job.rowid, job.identifier, job.attempts - self._owed.pop(job.rowid))
         if self.stopping and self.ended_by is not None:
             self._ready.append(job)  # the run is ending for the API's sake: back to pending
             return
@@ -437,7 +437,7 @@ class Runner:
                 self._finish(record)
             self._condemned.clear()
 
-    def _transient(self, job: Job, outcome: Outcome) -> None:
+    def _transient(self, job: Claim, outcome: Outcome) -> None:
         assert outcome.failure is not None
         self.tally.last_error = outcome.error
         call = self.health.on_failure(job.identifier, outcome.failure, outcome.error or "")
@@ -456,13 +456,13 @@ class Runner:
             # (silence is judged over several of them, health.Health).
             self._ready.append(job)
 
-    def _charge(self, job: Job, outcome: Outcome, attempts: int) -> None:
+    def _charge(self, job: Claim, outcome: Outcome, attempts: int) -> None:
         """Spend one attempt of the row: back off and retry, or fail once the API is up."""
         self.tally.last_error = outcome.error
         self.store.record_attempt(
             job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
         )
-        retry = Job(job.rowid, job.identifier, attempts)
+        retry = Claim(job.rowid, job.identifier, attempts)
         if outcome.failure is not Failure.BODY:
             self._streak_charges[job.rowid] += 1  # refunded if this turns out to be an outage
         if attempts >= self.settings.pace.max_attempts:
@@ -491,7 +491,7 @@ class Runner:
         kept = []
         for due, rowid, job in self._retries:
             if rowid in owed:
-                self._ready.appendleft(Job(rowid, job.identifier, job.attempts - owed.pop(rowid)))
+                self._ready.appendleft(Claim(rowid, job.identifier, job.attempts - owed.pop(rowid)))
             else:
                 kept.append((due, rowid, job))
         heapq.heapify(kept)
@@ -500,10 +500,10 @@ class Runner:
             if rowid in owed:
                 del self._condemned[rowid]
                 attempts = record.attempts - owed.pop(rowid)
-                self._ready.appendleft(Job(rowid, record.job.identifier, attempts))
+                self._ready.appendleft(Claim(rowid, record.job.identifier, attempts))
         self._owed.update(owed)  # rows in flight again: settled when they come back
 
-    def _hold_404(self, job: Job, outcome: Outcome, attempts: int) -> None:
+    def _hold_404(self, job: Claim, outcome: Outcome, attempts: int) -> None:
         self._held_404.append(self._failure(job, outcome, attempts=attempts, retryable=False))
         if len(self._held_404) >= PROBATION:
             self.end(
@@ -538,7 +538,7 @@ class Runner:
                 self._finish(record)
             self._held_404.clear()
 
-    def _failure(self, job: Job, outcome: Outcome, *, attempts: int, retryable: bool) -> Record:
+    def _failure(self, job: Claim, outcome: Outcome, *, attempts: int, retryable: bool) -> Record:
         self.tally.last_error = outcome.error
         return Record(
             job, JobState.FAILED, attempts, outcome.http_status, error=outcome.error,

@@ -31,7 +31,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from batchmap.errors import BatchmapError, InputError, LockedError, StorageError
-from batchmap.models import Classification, Job, JobState, MinuteStats, Record
+from batchmap.models import Claim, Classification, JobState, MinuteStats, Record
 
 # The released schema (version 1), kept verbatim: new databases start from it and are brought
 # forward by the same steps as old ones, so both end with the same columns in the same order.
@@ -729,12 +729,12 @@ class Store:
     # -- claiming and recording ------------------------------------------------------------
 
     @_guarded
-    def running(self) -> list[Job]:
+    def running(self) -> list[Claim]:
         """Rows marked `running`: after a crash, those a killed process was working on."""
         rows = self.conn.execute(
             "SELECT rowid, identifier, attempts FROM jobs WHERE state = 'running'"
         ).fetchall()
-        return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+        return [Claim(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
 
     @_guarded
     def recover(self) -> int:
@@ -747,7 +747,7 @@ class Store:
         return cursor.rowcount
 
     @_guarded
-    def claim(self, limit: int, *, asked_only: bool = False) -> list[Job]:
+    def claim(self, limit: int, *, asked_only: bool = False) -> list[Claim]:
         """Mark up to `limit` pending rows `running`, in table order, and return them.
 
         `asked_only`: only rows the classifications endpoint was already asked about.
@@ -762,10 +762,10 @@ class Store:
                 (now_iso(), limit),
             ).fetchall()
         rows.sort()
-        return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+        return [Claim(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
 
     @_guarded
-    def release(self, jobs: Iterable[Job]) -> None:
+    def release(self, jobs: Iterable[Claim]) -> None:
         """Give claimed rows back as `pending` (a graceful stop, a 401/403)."""
         with self._write():
             self.conn.executemany(
@@ -828,7 +828,7 @@ class Store:
 
     @_guarded
     def record_attempt(
-        self, job: Job, *, attempts: int, http_status: int | None, error: str | None
+        self, job: Claim, *, attempts: int, http_status: int | None, error: str | None
     ) -> None:
         """Note a transient failure on a row that stays `running` until its retry."""
         with self._write():
@@ -870,17 +870,19 @@ class Store:
     # -- the classifications prefilter -------------------------------------------------------
 
     @_guarded
-    def unasked(self, limit: int) -> list[Job]:
+    def unasked(self, limit: int) -> list[Claim]:
         """Up to `limit` pending rows never asked about, in rowid order; not claimed."""
         rows = self.conn.execute(
             "SELECT rowid, identifier, attempts FROM jobs INDEXED BY jobs_unasked "
             f"WHERE state = 'pending' AND asked_at IS NULL{self._upto} ORDER BY rowid LIMIT ?",
             (limit,),
         ).fetchall()
-        return [Job(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
+        return [Claim(rowid, identifier, attempts) for rowid, identifier, attempts in rows]
 
     @_guarded
-    def record_classifications(self, asked: Sequence[Job], found: Sequence[Classification]) -> int:
+    def record_classifications(
+        self, asked: Sequence[Claim], found: Sequence[Classification]
+    ) -> int:
         """Save what the classifications endpoint said; returns how many rows that finished.
 
         Every asked row gets `asked_at`; a found row with `has_heatmap` false whose

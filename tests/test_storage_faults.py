@@ -25,7 +25,7 @@ import pytest
 
 from batchmap.errors import EXIT_STORAGE, EXIT_USAGE, InputError, StorageError
 from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
-from batchmap.models import Classification, Job, JobState, MinuteStats, Record, Saved
+from batchmap.models import Claim, Classification, JobState, MinuteStats, Record, Saved
 from batchmap.store import Store
 from tests.conftest import Workspace
 
@@ -345,7 +345,7 @@ def test_a_healthy_database_passes_the_integrity_check(tmp_path: Path) -> None:
 
 
 def _calls() -> dict[str, Callable[[Store], Any]]:
-    job = Job(1, "id-000000")
+    job = Claim(1, "id-000000")
     minute = MinuteStats("2026-01-01T00:00:00Z", requests=1)
     found = Classification("id-000000", False, "human", 0.9, "h", "n", "done", "{}")
     return {

@@ -420,7 +420,7 @@ def test_a_crash_before_commit_loses_the_records_and_their_minutes_together(
     script = f"""
         import os
         from pathlib import Path
-        from batchmap.models import Job, JobState, MinuteStats, Record
+        from batchmap.models import Claim, JobState, MinuteStats, Record
         from batchmap.store import Store
         store = Store(Path({str(db)!r}))
         seen = []
@@ -432,7 +432,7 @@ def test_a_crash_before_commit_loses_the_records_and_their_minutes_together(
 
         store.conn.set_trace_callback(trace)
         store.record(
-            [Record(Job({job.rowid}, "a"), JobState.NO_HEATMAP, 1, 204)],
+            [Record(Claim({job.rowid}, "a"), JobState.NO_HEATMAP, 1, 204)],
             timeline=[MinuteStats("2026-01-01T10:00:00Z", requests=1, no_heatmap=1, finished=1)],
             run_id={run_id},
         )

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout: `tools` too
 
 from batchmap import report
-from batchmap.models import Job, JobState, Record, Saved
+from batchmap.models import Claim, JobState, Record, Saved
 from batchmap.report_html import write_html
 from batchmap.store import Store
 from batchmap.timeline import History, iso
@@ -99,7 +99,7 @@ def build_job(db: Path, out: Path, *, rows: int, seed: int = 7) -> None:
         store.load_ids(f"{i:064x}" for i in range(rows))
         batch: list[Record] = []
         for rowid in range(1, rows + 1):
-            job = Job(rowid, f"{rowid - 1:064x}")
+            job = Claim(rowid, f"{rowid - 1:064x}")
             draw = rng.random()
             if draw < 0.80:
                 path = out / f"{rowid % 256:02x}" / f"{job.identifier}.png"

@@ -180,7 +180,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "429-costs-an-attempt",
         "batchmap/runner.py",
         "                self.tally.rate_limited += 1",
-        "                self.tally.rate_limited += 1; job = Job(job.rowid, job.identifier, 9)",
+        "                self.tally.rate_limited += 1; job = Claim(job.rowid, job.identifier, 9)",
         ("tests/test_runner.py::test_a_429_pauses_the_whole_pool_and_costs_no_attempt",),
         "a 429 is never an attempt",
     ),
