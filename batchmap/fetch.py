@@ -20,6 +20,11 @@ from urllib.parse import quote
 
 import httpx
 
+# httpcore asks `import sniffio` on every request and, when it is missing, pays a failing
+# import each time (tools/bench/throughput.py measures it). Importing it here makes the
+# dependency real: a broken install fails at start, not slowly.
+import sniffio  # noqa: F401
+
 from batchmap.config import DEFAULT_MAX_BODY
 from batchmap.models import Classification, Failure, Outcome, Verdict
 from batchmap.policy import (

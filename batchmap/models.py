@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 
@@ -128,6 +128,15 @@ class MinuteStats:
     pause_reasons: dict[str, float] = field(default_factory=dict)
     pacer_rate: float | None = None
     limits: tuple[tuple[int, float], ...] = ()
+
+
+# The timeline table's columns, in the schema's order: the one definition is MinuteStats
+# (store.py creates the table from it, report.py writes timeline-csv from it).
+TIMELINE_COLUMNS: tuple[str, ...] = ("run_id", *(f.name for f in fields(MinuteStats)))
+# Its counters: the numbers a later flush adds to the same minute.
+TIMELINE_COUNTERS: tuple[str, ...] = tuple(
+    f.name for f in fields(MinuteStats) if f.type in ("int", "float")
+)
 
 
 @dataclass(frozen=True, slots=True)

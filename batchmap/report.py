@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from batchmap import timeline
 from batchmap.errors import InputError
 from batchmap.lock import JobLock
-from batchmap.models import JobState, Written
+from batchmap.models import TIMELINE_COLUMNS, JobState, Written
 from batchmap.originals import META_KEY as ORIGINALS_KEY
 from batchmap.originals import remembered as remembered_originals
 from batchmap.report_html import write_html
@@ -236,10 +236,10 @@ def write_rows(
 def write_timeline_csv(minutes: Iterable[Mapping[str, Any]], handle: TextIO) -> int:
     """One CSV row per (run, minute); JSON columns (pause_reasons, limits) as compact JSON."""
     writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(timeline.TIMELINE_COLUMNS)
+    writer.writerow(TIMELINE_COLUMNS)
     count = 0
     for count, row in enumerate(minutes, 1):  # noqa: B007 - the count is the result
-        writer.writerow(_cell(row.get(column)) for column in timeline.TIMELINE_COLUMNS)
+        writer.writerow(_cell(row.get(column)) for column in TIMELINE_COLUMNS)
     return count
 
 

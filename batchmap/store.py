@@ -21,7 +21,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import Enum
 from itertools import islice
@@ -30,8 +30,18 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import quote
 
+import sqlite_utils
+
 from batchmap.errors import BatchmapError, InputError, LockedError, StorageError
-from batchmap.models import Claim, Classification, JobState, MinuteStats, Record
+from batchmap.models import (
+    TIMELINE_COLUMNS,
+    TIMELINE_COUNTERS,
+    Claim,
+    Classification,
+    JobState,
+    MinuteStats,
+    Record,
+)
 
 # The released schema (version 1), kept verbatim: new databases start from it and are brought
 # forward by the same steps as old ones, so both end with the same columns in the same order.
@@ -92,26 +102,6 @@ CREATE TABLE IF NOT EXISTS runs (
     pid        INTEGER,
     options    TEXT
 );
-CREATE TABLE IF NOT EXISTS timeline (
-    run_id                  INTEGER NOT NULL,
-    minute                  TEXT NOT NULL,
-    requests                INTEGER NOT NULL DEFAULT 0,
-    classification_requests INTEGER NOT NULL DEFAULT 0,
-    ok                      INTEGER NOT NULL DEFAULT 0,
-    no_heatmap              INTEGER NOT NULL DEFAULT 0,
-    not_found               INTEGER NOT NULL DEFAULT 0,
-    client_error            INTEGER NOT NULL DEFAULT 0,
-    server_error            INTEGER NOT NULL DEFAULT 0,
-    rate_limited            INTEGER NOT NULL DEFAULT 0,
-    network_error           INTEGER NOT NULL DEFAULT 0,
-    finished                INTEGER NOT NULL DEFAULT 0,
-    paused_seconds          REAL NOT NULL DEFAULT 0,
-    outage_seconds          REAL NOT NULL DEFAULT 0,
-    pause_reasons           TEXT NOT NULL DEFAULT '{}',
-    pacer_rate              REAL,
-    limits                  TEXT NOT NULL DEFAULT '[]',
-    PRIMARY KEY (run_id, minute)
-);
 -- Pending rows never asked about, in rowid order, without walking past those already asked.
 CREATE INDEX IF NOT EXISTS jobs_unasked ON jobs (state) WHERE asked_at IS NULL;
 """
@@ -122,15 +112,6 @@ REPORT_COLUMNS = (
 )  # fmt: skip
 
 RUN_COLUMNS = ("run_id", "started_at", "ended_at", "exit_code", "version", "pid", "options")
-TIMELINE_COUNTERS = (
-    "requests", "classification_requests", "ok", "no_heatmap", "not_found", "client_error",
-    "server_error", "rate_limited", "network_error", "finished", "paused_seconds",
-    "outage_seconds",
-)  # fmt: skip
-TIMELINE_COLUMNS = (
-    "run_id", "minute", *TIMELINE_COUNTERS, "pause_reasons", "pacer_rate", "limits",
-)  # fmt: skip
-
 LOAD_BATCH = 20_000
 BUSY_TIMEOUT = 30.0  # seconds another writer may hold the database before we give up
 _SECRET_OPTION = re.compile(r"key|secret|token|password", re.IGNORECASE)
@@ -592,12 +573,15 @@ class Store:
                 )
             for statement in _statements(SCHEMA_V1):
                 self.conn.execute(statement)
-            present = set(_columns(self.conn, "jobs"))
+            db = sqlite_utils.Database(self.conn)  # inside our transaction: it commits nothing
+            jobs = db.table("jobs")
+            present = set(jobs.columns_dict)
             for name, sql_type in (*NEW_JOB_COLUMNS, *KEPT_JOB_COLUMNS):
                 if name not in present:
-                    self.conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {sql_type}")
+                    jobs.add_column(name, sql_type)
             for statement in _statements(SCHEMA_V2_TABLES):
                 self.conn.execute(statement)
+            _create_timeline(db)
             self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self._put_meta("schema_version", SCHEMA_VERSION)
@@ -1112,6 +1096,22 @@ class Store:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, json.dumps(value)),
         )
+
+
+def _create_timeline(db: sqlite_utils.Database) -> None:
+    """The timeline table, one column per field of MinuteStats (its one definition)."""
+    types: dict[str, type] = {"run_id": int}
+    for f in fields(MinuteStats):
+        types[f.name] = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+    defaults: dict[str, Any] = {name: 0 for name in TIMELINE_COUNTERS}
+    defaults |= {"pause_reasons": "{}", "limits": "[]"}  # JSON: {reason: seconds}, [[L, W]]
+    db.table("timeline").create(
+        types,
+        pk=("run_id", "minute"),
+        not_null={name for name in types if name != "pacer_rate"},
+        defaults=defaults,
+        if_not_exists=True,
+    )
 
 
 def _statements(script: str) -> Iterator[str]:

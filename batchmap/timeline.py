@@ -11,13 +11,11 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import pairwise
 from typing import Any
-
-from batchmap.models import MinuteStats
 
 Row = Mapping[str, Any]
 
@@ -32,8 +30,6 @@ LONG_PAUSE_SECONDS = 120.0
 IDLE_GAP_SECONDS = 120.0
 ETA_WINDOW_MINUTES = 60
 SPARKS = "▁▂▃▄▅▆▇█"
-# The columns of a timeline row, in the schema's order (the one definition is MinuteStats).
-TIMELINE_COLUMNS: tuple[str, ...] = ("run_id", *(f.name for f in fields(MinuteStats)))
 # Answer classes of the timeline, in the order a legend shows them.
 ANSWER_CLASSES: tuple[tuple[str, str], ...] = (
     ("ok", "200 heatmap"),

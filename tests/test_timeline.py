@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchmap import timeline
+from batchmap.models import TIMELINE_COLUMNS
+from batchmap.store import Store
 from batchmap.timeline import Bucket, Span, parse_time
 
 T0 = "2026-11-27T10:00:00Z"
@@ -328,9 +331,19 @@ def test_every_number_is_finite_or_none() -> None:
     assert (sums.finished, sums.paused_seconds, sums.requests) == (0, 0.0, 2)
 
 
-def test_timeline_columns_follow_the_schema() -> None:
-    assert timeline.TIMELINE_COLUMNS[:3] == ("run_id", "minute", "requests")
-    assert timeline.TIMELINE_COLUMNS[-2:] == ("pacer_rate", "limits")
+def test_timeline_columns_follow_the_schema(tmp_path: Path) -> None:
+    assert TIMELINE_COLUMNS[:3] == ("run_id", "minute", "requests")
+    assert TIMELINE_COLUMNS[-2:] == ("pacer_rate", "limits")
+    # The table a new job database gets is made from the same definition (MinuteStats).
+    with Store(tmp_path / "jobs.db") as store:
+        info = store.conn.execute("PRAGMA table_info(timeline)").fetchall()
+    assert tuple(row[1] for row in info) == TIMELINE_COLUMNS
+    not_null = {row[1] for row in info if row[3]}
+    assert not_null == set(TIMELINE_COLUMNS) - {"pacer_rate"}
+    assert [row[1] for row in sorted(info, key=lambda row: row[5]) if row[5]] == [
+        "run_id",
+        "minute",
+    ]
 
 
 @pytest.mark.parametrize(
