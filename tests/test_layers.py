@@ -150,3 +150,22 @@ def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
     listed = [["cli"], ["store"]]
     assert layer_of("store", listed) == 1 and layer_of("cli", listed) == 0
     assert layer_of("fakeserver.http", [["fakeserver"]]) == 0
+
+
+def test_every_runtime_dependency_is_imported_by_the_package() -> None:
+    # pyproject names only what batchmap imports (its optional extras included).
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [*project["dependencies"], *project["optional-dependencies"]["images"]]
+    modules = {"python-backoff": "backoff", "sqlite-utils": "sqlite_utils", "pillow": "PIL"}
+    imported: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    names = [re.split(r"[<>=\[; ]", spec, maxsplit=1)[0].lower() for spec in declared]
+    unused = [n for n in names if modules.get(n, n.replace("-", "_")) not in imported]
+    assert names and unused == []
