@@ -39,6 +39,7 @@ from batchmap.errors import (
 from batchmap.files import Layout
 from batchmap.job import Job
 from batchmap.models import JobState
+from batchmap.overlays import DEFAULT_MAX_SIDE, DEFAULT_OPACITY
 from batchmap.report import Format, silence_stdout, story_lines
 from batchmap.timeline import human_seconds, iso
 from batchmap.version import __version__
@@ -475,14 +476,14 @@ def export() -> None:
 @click.option(
     "--max-side",
     type=click.IntRange(16, 65_536),
-    default=2048,
+    default=DEFAULT_MAX_SIDE,
     show_default=True,
     help="Largest side of a composite in pixels; bigger photos are scaled down.",
 )
 @click.option(
     "--opacity",
     type=click.FloatRange(0.0, 1.0),
-    default=0.5,
+    default=DEFAULT_OPACITY,
     show_default=True,
     help="How strongly the heatmap covers the photo.",
 )

@@ -223,28 +223,6 @@ async def fetch(
     return result
 
 
-async def start(
-    db: Path,
-    api: Api,
-    pace: Pace,
-    output: Output,
-    *,
-    load: Path | None = None,
-    column: str | None = None,
-    retry_failed: bool = False,
-    prefilter: bool | None = None,
-    limit: int | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-    stop: Stop | None = None,
-) -> RunResult:
-    """Prepare and fetch in one call (the library's `arun`)."""
-    with prepare(
-        db, api, pace, output, load=load, column=column, retry_failed=retry_failed,
-        prefilter=prefilter, limit=limit,
-    ) as prepared:  # fmt: skip
-        return await fetch(prepared, on_progress=on_progress, stop=stop)
-
-
 async def _fetch(
     store: Store,
     key: str,
