@@ -8,18 +8,22 @@ puts them together: look ahead, pick the layout, then one identifier per row.
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from batchmap.errors import InputError
 from batchmap.ids import layout, read
 from batchmap.ids.layout import LOOKAHEAD_CHARS, LOOKAHEAD_ROWS, Layout, filled
 from batchmap.ids.read import MAX_IDENTIFIER_LENGTH
 from batchmap.ids.shapes import HEADER_NAMES, MAX_EXAMPLES, Checker, Tally
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # the type of csv.reader(...), typeshed only
 
 __all__ = [
     "HEADER_NAMES",
@@ -94,7 +98,7 @@ class IdSource:
         return read.open_csv(self.path, self._where)
 
     def _identifiers(self) -> Iterator[str]:
-        """The body of __iter__: look ahead to pick the layout, then one identifier per row."""
+        """The body of __iter__: look ahead to pick the layout, then read every row."""
         where = self._where
         with self._open() as stream:
             lines = read.decoded_lines(stream, where)
@@ -108,31 +112,30 @@ class IdSource:
                     filled_lines += not line.isspace()
                     if filled_lines > LOOKAHEAD_ROWS or chars > LOOKAHEAD_CHARS:
                         break
-            except InputError as error:  # kept: the rows before it are read first
+            except InputError as error:  # raised again where the rows before it are read
                 failure = error
             delimiter = layout.sniff_delimiter(head, column=self.column)
             rest = lines if failure is None else _raising(failure)
-            reader = read.reader(itertools.chain(head, rest), delimiter)
-            ahead: list[tuple[list[str], int]] = []
-            try:
-                ahead.extend(read.numbered_rows(reader, where, until=len(head)))
-            except InputError as error:
-                failure = error
+            straddling: list[str] = []  # lines past the head of the head's last row
+            ahead, problem = read.rows_ahead(
+                itertools.chain(head, _recorded(rest, straddling)),
+                delimiter,
+                where,
+                until=len(head),
+            )
             first = [(row, line) for row, line in ahead if filled(row)]
             if not first:
-                raise failure or InputError(f"{where}: empty file, no identifiers")
+                raise problem or failure or InputError(f"{where}: empty file, no identifiers")
             found = layout.find_layout(first, delimiter, column=self.column, where=where)
             self.notes.extend(found.notes)
             reading = _Pass(self, found)
-            header_line = first[0][1] if found.header is not None else 0
             width = max(len(row) for row, _ in first)
             if self._kept is not None and width > 1:
                 reading.keep(first[0][0] if found.header is not None else [""] * width)
-            yield from reading.rows(item for item in ahead if item[1] > header_line)
-            reading.flush()  # the look-ahead's identifiers fix the others' shape
-            if failure is not None:
-                raise failure
-            yield from reading.rows(read.numbered_rows(reader, where))
+            failure = failure or problem
+            rest = lines if failure is None else _raising(failure)  # the same error, in place
+            rows = read.reader(itertools.chain(head, straddling, rest), delimiter)
+            yield from reading.rows(rows, after=first[0][1] if found.header is not None else 0)
         reading.end()
 
 
@@ -163,27 +166,36 @@ class _Pass:
         self.source.kept_names = [n for i, n in enumerate(names) if i != self.layout.index]
         self.source.id_name = self.layout.header
 
-    def rows(self, rows: Iterator[tuple[list[str], int]]) -> Iterator[str]:
-        """The identifiers of numbered rows; counts kept row by row."""
+    def rows(self, rows: CsvReader, *, after: int) -> Iterator[str]:
+        """The identifiers of the rows that start after line `after` (the header's); counts
+        kept row by row, each identifier checked with the line its row starts on."""
         source, index, where = self.source, self.layout.index, self.where
         batch, batch_lines = self.batch, self.batch_lines
         kept = source._kept if self.names else None
-        for row, line in rows:
-            source.rows += 1
-            identifier = row[index].strip() if index < len(row) else ""
-            if not identifier:
-                source.blank += 1
-                self.other_cells = self.other_cells or filled(row)
-                continue
-            if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                raise read.too_long(where, identifier, line=line)
-            batch.append(identifier)
-            batch_lines.append(line)
-            if kept is not None:
-                kept.append(self.columns(row, line))
-            if len(batch) >= _CHECK_BATCH:
-                self.flush()
-            yield identifier
+        last = 0
+        try:
+            while last < after:  # the header, and any blank lines above it: not data rows
+                next(rows)
+                last = rows.line_num
+            for row in rows:
+                line, last = last + 1, rows.line_num
+                source.rows += 1
+                identifier = row[index].strip() if index < len(row) else ""
+                if not identifier:
+                    source.blank += 1
+                    self.other_cells = self.other_cells or filled(row)
+                    continue
+                if len(identifier) > MAX_IDENTIFIER_LENGTH:
+                    raise read.too_long(where, identifier, line=line)
+                batch.append(identifier)
+                batch_lines.append(line)
+                if kept is not None:
+                    kept.append(self.columns(row, line))
+                if len(batch) >= _CHECK_BATCH:
+                    self.flush()
+                yield identifier
+        except csv.Error as error:
+            raise read.csv_problem(where, error, start=last + 1, end=rows.line_num) from None
 
     def flush(self) -> None:
         self.checker.check(self.batch, self.batch_lines)
@@ -248,6 +260,13 @@ def _cut_columns(found: dict[str, str]) -> str:
             del kept[key]
         break
     return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+
+
+def _recorded(lines: Iterator[str], into: list[str]) -> Iterator[str]:
+    """The lines, each also appended to `into` (at most one row's: the look-ahead's last)."""
+    for line in lines:
+        into.append(line)
+        yield line
 
 
 def _raising(error: InputError) -> Iterator[str]:

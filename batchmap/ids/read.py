@@ -4,7 +4,8 @@ numbered with the line it starts on, every failure one line naming the file and 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import functools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -53,7 +54,8 @@ def decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
     bound to MAX_FIELD_CHARS for the readers of these lines."""
     if csv.field_size_limit() < MAX_FIELD_CHARS:  # process-wide; only ever raised
         csv.field_size_limit(MAX_FIELD_CHARS)
-    for number, raw in enumerate(iter(lambda: stream.readline(MAX_LINE_BYTES + 1), b""), 1):
+    raws = iter(functools.partial(stream.readline, MAX_LINE_BYTES + 1), b"")
+    for number, raw in enumerate(raws, 1):
         if number == 1:
             if raw.startswith(_UTF16_BOMS):
                 raise InputError(
@@ -78,28 +80,33 @@ def decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
             ) from None
 
 
-def reader(lines: Iterator[str], delimiter: str) -> CsvReader:
+def reader(lines: Iterable[str], delimiter: str) -> CsvReader:
     """A strict csv reader over decoded lines (which raised its field bound)."""
     return csv.reader(lines, delimiter=delimiter, strict=True)
 
 
-def numbered_rows(
-    rows: CsvReader, where: str, *, until: int | None = None
-) -> Iterator[tuple[list[str], int]]:
-    """The reader's rows, each with the line it starts on, until it has used `until` lines
-    (None: to the end); a csv error names the row's lines."""
-    last = rows.line_num
+def rows_ahead(
+    lines: Iterable[str], delimiter: str, where: str, *, until: int
+) -> tuple[list[tuple[list[str], int]], InputError | None]:
+    """The rows that start in the first `until` lines, each with the line it starts on, and
+    the error that ended them early, if any (kept: the rows before it are read first)."""
+    rows = reader(lines, delimiter)
+    found: list[tuple[list[str], int]] = []
+    last = 0
     try:
-        for row in rows:
-            yield row, last + 1
+        while last < until:
+            found.append((next(rows), last + 1))
             last = rows.line_num
-            if until is not None and last >= until:
-                return
+    except StopIteration:
+        pass
+    except InputError as error:
+        return found, error
     except csv.Error as error:
-        raise _csv_problem(where, error, start=last + 1, end=rows.line_num) from None
+        return found, csv_problem(where, error, start=last + 1, end=rows.line_num)
+    return found, None
 
 
-def _csv_problem(where: str, error: csv.Error, *, start: int, end: int) -> InputError:
+def csv_problem(where: str, error: csv.Error, *, start: int, end: int) -> InputError:
     """A csv.Error as one line pointing at the row where it happened."""
     message = str(error)
     if message.startswith("new-line character seen in unquoted field"):
