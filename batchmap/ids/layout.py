@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from batchmap.errors import InputError
-from batchmap.ids.read import example
+from batchmap.ids.read import EXAMPLE_CHARS, example
 from batchmap.ids.shapes import HEADER_NAMES, HEADER_WORDS, fits, looks_identifai, narrowest, normal
 
 # How many rows after the first decide the header, the column and the delimiter; the
@@ -22,10 +22,10 @@ _SHARE = 0.9
 # csv.Sniffer's regexes take seconds on a look-ahead full of quotes (2 s on 1 MB): it sees
 # this much of it, several times the sample its documentation suggests.
 _SNIFF_CHARS = 64 * 1024
-_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}  # comma wins ties
-# A wrong --column lists the header's names, this many and each clipped: one line.
+# The delimiters a file may use, comma first: it wins ties, as what files were read as.
+_DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+# A wrong --column lists the header's names, this many (each clipped): one line.
 _SHOWN_COLUMNS = 20
-_SHOWN_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,8 @@ def _named_column(cells: list[str], column: str, *, where: str) -> int:
         return folded.index(wanted.casefold())
     shown = []
     for cell in cells[:_SHOWN_COLUMNS]:
-        if not cell or not cell.isprintable() or "," in cell or len(cell) > _SHOWN_CHARS:
-            cell = repr(cell[:_SHOWN_CHARS])
-        shown.append(cell)
+        plain = cell.isprintable() and "," not in cell and len(cell) <= EXAMPLE_CHARS
+        shown.append(cell if cell and plain else example(cell))
     if len(cells) > _SHOWN_COLUMNS:
         shown.append(f"... {len(cells) - _SHOWN_COLUMNS} more")
     raise InputError(f"{where}: no column {column!r} in the header (columns: {', '.join(shown)})")

@@ -24,6 +24,7 @@ MAX_FIELD_CHARS = 16 * 1024 * 1024
 # Examples in messages are clipped to this many characters: one line stays readable.
 EXAMPLE_CHARS = 32
 
+# Byte order marks: UTF-8's (Excel writes one) is dropped, UTF-16's names the problem.
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 

@@ -39,6 +39,7 @@ HEADER_WORDS = frozenset(
         *("name", "image_name", "file", "filename", "file_name", "path", "url", "uuid", "key"),
     )
 )
+# A value ending so is a file name, not an identifier (the wrong column, most likely).
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic")
 
 
