@@ -511,3 +511,22 @@ def test_rows_past_the_look_ahead_read_as_csv_does(
             return
         assert list(source) == expected
     assert (source.rows, source.blank) == (count, blank)
+
+
+def test_a_quoted_row_across_the_end_of_the_look_ahead_is_read_once_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ids, "LOOKAHEAD_ROWS", 2)
+    source = IdSource(write(tmp_path, 'id,note\na,x\nb,"one\ntwo\nthree"\nc,y\n'))
+    items = list(source.with_columns())
+    assert items == [
+        ("a", '{"note":"x"}'),
+        ("b", '{"note":"one\\ntwo\\nthree"}'),
+        ("c", '{"note":"y"}'),
+    ]
+    assert (source.rows, source.blank) == (3, 0)
+    broken = write(tmp_path, 'id,note\na,x\nb,"one\ntwo\n', name="broken.csv")
+    assert error_of(broken) == (
+        f"{broken}:3: the file ends inside a quoted field"
+        " (in the row on lines 3-4; is a quote left open?)"
+    )
