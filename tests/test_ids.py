@@ -325,7 +325,7 @@ def test_a_bare_carriage_return_is_refused(tmp_path: Path) -> None:
 def test_a_line_over_the_limit_is_refused_without_reading_it_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ids, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(ids.read, "MAX_LINE_BYTES", 1000)
     path = write(tmp_path, "id\nabc\n" + "z" * 5000)
     assert error_of(path) == f"{path}:3: line is longer than 1,000 bytes; is this a CSV file?"
 
@@ -333,7 +333,7 @@ def test_a_line_over_the_limit_is_refused_without_reading_it_all(
 def test_a_field_over_the_limit_names_the_row_it_started_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ids, "MAX_FIELD_CHARS", 100)
+    monkeypatch.setattr(ids.read, "MAX_FIELD_CHARS", 100)
     previous = csv.field_size_limit(100)
     try:
         path = write(tmp_path, 'id\n"abc\n' + "0123456789\n" * 20)
@@ -439,7 +439,7 @@ def test_any_bytes_give_identifiers_or_a_one_line_input_error(tmp_path: Path, da
     assert found and all(identifier == identifier.strip() != "" for identifier in found)
 
 
-# --- past the look-ahead: plain chunks are split, not parsed, and must read as csv does -------
+# --- past the look-ahead: every row is read as csv reads it, and errors still name the line ---
 
 _GOOD = "".join(f"{n:064x}\n" for n in range(300))  # 300 lines: past the look-ahead
 
@@ -468,7 +468,7 @@ def test_bad_input_far_into_the_file_names_its_line(
 def test_a_long_line_far_into_the_file_names_its_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ids, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(ids.read, "MAX_LINE_BYTES", 1000)
     path = write(tmp_path, "id\n" + _GOOD + "z" * 5000 + "\n")
     assert error_of(path) == f"{path}:302: line is longer than 1,000 bytes; is this a CSV file?"
 
@@ -495,17 +495,15 @@ def _rows_as_csv_reads_them(data: bytes, *, index: int) -> tuple[list[str], int,
     ),
     crlf=st.booleans(),
     index=st.sampled_from([0, 1]),
-    chunk=st.integers(min_value=1, max_value=200),
 )
-def test_chunks_past_the_look_ahead_read_as_csv_does(
-    tmp_path: Path, rows: list[list[str]], crlf: bool, index: int, chunk: int
+def test_rows_past_the_look_ahead_read_as_csv_does(
+    tmp_path: Path, rows: list[list[str]], crlf: bool, index: int
 ) -> None:
     header = ["identifier", "other"] if index == 0 else ["other", "identifier"]
     data = _csv_bytes([header, *rows], crlf=crlf, bom=False)
     expected, count, blank = _rows_as_csv_reads_them(data, index=index)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ids, "LOOKAHEAD_ROWS", 2)
-        patch.setattr(ids, "_CHUNK", chunk)
         source = _from_bytes(tmp_path, data)
         if not expected:
             with pytest.raises(InputError):
@@ -513,3 +511,22 @@ def test_chunks_past_the_look_ahead_read_as_csv_does(
             return
         assert list(source) == expected
     assert (source.rows, source.blank) == (count, blank)
+
+
+def test_a_quoted_row_across_the_end_of_the_look_ahead_is_read_once_and_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ids, "LOOKAHEAD_ROWS", 2)
+    source = IdSource(write(tmp_path, 'id,note\na,x\nb,"one\ntwo\nthree"\nc,y\n'))
+    items = list(source.with_columns())
+    assert items == [
+        ("a", '{"note":"x"}'),
+        ("b", '{"note":"one\\ntwo\\nthree"}'),
+        ("c", '{"note":"y"}'),
+    ]
+    assert (source.rows, source.blank) == (3, 0)
+    broken = write(tmp_path, 'id,note\na,x\nb,"one\ntwo\n', name="broken.csv")
+    assert error_of(broken) == (
+        f"{broken}:3: the file ends inside a quoted field"
+        " (in the row on lines 3-4; is a quote left open?)"
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -368,3 +369,19 @@ def test_commas_inside_the_values_of_another_format_do_not_win(
     source, identifiers = loaded(path)
     assert identifiers == HEX[:150]
     assert source.warnings == []
+
+
+def test_csv_sniffer_finds_a_delimiter_neither_a_header_nor_the_values_settle(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, lines("name|size", "alpha|1", "beta|2", "gamma|3"))
+    source, identifiers = loaded(path)
+    assert identifiers == ["alpha", "beta", "gamma"]
+    assert f"{path}: read as pipe-separated" in source.notes
+
+
+def test_a_look_ahead_full_of_quotes_is_sniffed_quickly(tmp_path: Path) -> None:
+    rows = [f'n{n},"{"x, " * 3000}"' for n in range(100)]  # csv.Sniffer takes seconds on all
+    started = time.perf_counter()
+    assert read(write(tmp_path, lines(*rows))) == [f"n{n}" for n in range(100)]
+    assert time.perf_counter() - started < 1.0

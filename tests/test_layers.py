@@ -66,6 +66,8 @@ def layers() -> list[list[str]]:
     block = text.split("## Layers", 1)[1].split("```", 2)[1]
     found: list[list[str]] = []
     for line in block.strip("\n").splitlines():
+        if line.startswith(" "):
+            continue  # the description of the line above, continued
         head = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
         patterns = [p.strip() for p in head.split(",")]
         found.append([p.removesuffix(".py").replace("/", "") for p in patterns if p])
