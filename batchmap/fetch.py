@@ -26,7 +26,7 @@ import httpx
 import sniffio  # noqa: F401
 
 from batchmap.config import DEFAULT_MAX_BODY
-from batchmap.models import Classification, Failure, Outcome, Verdict
+from batchmap.models import Classification, Failure, Meaning, Outcome
 from batchmap.policy import (
     check_api_key,
     clean_text,
@@ -223,9 +223,9 @@ async def fetch_heatmap(
         verdict,
         http_status=answer.status,
         error=_scrubbed(client, error),
-        body=answer.body if verdict is Verdict.DONE else b"",
+        body=answer.body if verdict is Meaning.DONE else b"",
         headers=answer.headers,
-        failure=failure_of(answer.status) if verdict is Verdict.RETRY else None,
+        failure=failure_of(answer.status) if verdict is Meaning.RETRY else None,
         retry_after=_server_wait(answer),
     )
 
@@ -253,7 +253,7 @@ async def fetch_classifications(
         found, problem = read_classifications(answer.body, asked=identifiers)
         if problem is None:
             return ClassificationsAnswer(
-                Outcome(Verdict.DONE, http_status=200, headers=answer.headers), found
+                Outcome(Meaning.DONE, http_status=200, headers=answer.headers), found
             )
         return _unsupported(answer, f"answered 200 with {problem}")
     if status in (404, 405):
@@ -272,7 +272,7 @@ async def fetch_classifications(
         http_status=status,
         error=_scrubbed(client, error),
         headers=answer.headers,
-        failure=failure_of(status) if verdict is Verdict.RETRY else None,
+        failure=failure_of(status) if verdict is Meaning.RETRY else None,
         retry_after=_server_wait(answer),
     )
     return ClassificationsAnswer(outcome)
@@ -281,7 +281,7 @@ async def fetch_classifications(
 def _unsupported(answer: _Answer, why: str) -> ClassificationsAnswer:
     message = f"the classifications endpoint {why}"
     outcome = Outcome(
-        Verdict.FAILED, http_status=answer.status, error=message, headers=answer.headers
+        Meaning.FAILED, http_status=answer.status, error=message, headers=answer.headers
     )
     return ClassificationsAnswer(outcome, unsupported=message)
 
@@ -332,7 +332,7 @@ async def _exchange(
                     if _origin(target) != origin:
                         why = redirect_advice(target, path)
                         return Outcome(
-                            Verdict.FAILED,
+                            Meaning.FAILED,
                             http_status=response.status_code,
                             error=_scrubbed(client, why),
                             headers=response.headers,
@@ -341,14 +341,14 @@ async def _exchange(
                     url = target
     except _BodyRefused as refused:
         return Outcome(
-            Verdict.RETRY,
+            Meaning.RETRY,
             http_status=refused.status,
             error=_scrubbed(client, refused.why),
             headers=refused.headers,
             failure=Failure.BODY,
         )
     except httpx.InvalidURL:
-        return Outcome(Verdict.FAILED, error="redirect with an unusable Location header")
+        return Outcome(Meaning.FAILED, error="redirect with an unusable Location header")
     except (TimeoutError, httpx.TimeoutException) as error:
         if isinstance(error, httpx.ConnectTimeout):
             return _no_answer(Failure.CONNECT, f"could not connect within {timeout:g}s")
@@ -369,7 +369,7 @@ async def _exchange(
     assert last is not None
     where = _shown_origin(last.url)
     return Outcome(
-        Verdict.FAILED,
+        Meaning.FAILED,
         http_status=last.status_code,
         error=f"a redirect loop (more than {MAX_REDIRECTS} redirects within {where}): "
         "check --base-url",
@@ -403,7 +403,7 @@ def redirect_advice(target: httpx.URL, path: str) -> str:
 
 
 def _no_answer(failure: Failure, error: str | None) -> Outcome:
-    return Outcome(Verdict.RETRY, error=error, failure=failure)
+    return Outcome(Meaning.RETRY, error=error, failure=failure)
 
 
 def _describe(error: Exception) -> str:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from batchmap.models import MinuteStats, Outcome, Verdict
+from batchmap.models import Meaning, MinuteStats, Outcome
 from batchmap.pacer import PacerView
 
 _FIELD_OF_STATUS = {200: "ok", 204: "no_heatmap", 404: "not_found", 429: "rate_limited"}
@@ -59,7 +59,7 @@ class MinuteLog:
         elif status in _FIELD_OF_STATUS and not (classifications and status != 429):
             name = _FIELD_OF_STATUS[status]
             setattr(stats, name, getattr(stats, name) + 1)
-        elif 400 <= status < 500 and outcome.verdict is not Verdict.RATE_LIMITED:
+        elif 400 <= status < 500 and outcome.verdict is not Meaning.RATE_LIMITED:
             stats.client_error += 1
 
     def count_finished(self, count: int, *, no_heatmap: bool = False) -> None:

@@ -29,7 +29,7 @@ class Failure(StrEnum):
     REDIRECT = "redirect"  # a redirect to another origin, or a loop: about the address
 
 
-class Verdict(StrEnum):
+class Meaning(StrEnum):
     """What one HTTP answer means for its job (the README's "What each answer does")."""
 
     DONE = "done"  # 200 with a complete PNG
@@ -53,7 +53,7 @@ class Claim:
 class Outcome:
     """The result of one request for one identifier, already judged by policy."""
 
-    verdict: Verdict
+    verdict: Meaning
     http_status: int | None = None
     error: str | None = None
     body: bytes = b""

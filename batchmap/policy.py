@@ -21,7 +21,7 @@ from urllib.parse import quote
 import backoff
 
 from batchmap.errors import InputError
-from batchmap.models import Classification, Failure, Verdict
+from batchmap.models import Classification, Failure, Meaning
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_MAX_SIDE = 16384  # pixels: a heatmap is far smaller; browsers refuse to draw much larger
@@ -40,24 +40,24 @@ _DELTA_SECONDS = re.compile(r"\s*([0-9]+)(\.[0-9]+)?\s*")
 _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
 
 
-def judge(status: int, body: bytes, content_type: str) -> tuple[Verdict, str | None]:
+def judge(status: int, body: bytes, content_type: str) -> tuple[Meaning, str | None]:
     """Map one answer to a verdict and, for anything but success, an error text."""
     if status == 200:
         problem = png_problem(body)
         if problem is None:
-            return Verdict.DONE, None
+            return Meaning.DONE, None
         shown = clean_text(content_type, limit=80) or "missing"
-        return Verdict.RETRY, f"200 but {problem} (content-type {shown})"
+        return Meaning.RETRY, f"200 but {problem} (content-type {shown})"
     if status == 204:
-        return Verdict.NO_HEATMAP, None
+        return Meaning.NO_HEATMAP, None
     if status in (401, 403):
-        return Verdict.STOP, None
+        return Meaning.STOP, None
     if status == 429:
-        return Verdict.RATE_LIMITED, None
+        return Meaning.RATE_LIMITED, None
     # 408 (request timeout) and 5xx are the server's trouble, not the identifier's.
     if status == 408 or status >= 500:
-        return Verdict.RETRY, f"HTTP {status}{server_message(body)}"
-    return Verdict.FAILED, f"HTTP {status}{server_message(body)}"
+        return Meaning.RETRY, f"HTTP {status}{server_message(body)}"
+    return Meaning.FAILED, f"HTTP {status}{server_message(body)}"
 
 
 def failure_of(status: int) -> Failure:

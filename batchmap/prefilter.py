@@ -21,7 +21,7 @@ from batchmap.errors import ApiUnusableError, AuthError, BatchmapError
 from batchmap.fetch import fetch_classifications
 from batchmap.health import Health
 from batchmap.minutes import MinuteLog
-from batchmap.models import Claim, Failure, Outcome, Verdict
+from batchmap.models import Claim, Failure, Meaning, Outcome
 from batchmap.pacer import Pacer
 from batchmap.policy import backoff_delay, stop_message
 from batchmap.store import Store
@@ -138,7 +138,7 @@ class Prefilter:
             await self._unsupported(batch, answer.unsupported, status=outcome.http_status)
             return
         match outcome.verdict:
-            case Verdict.DONE:
+            case Meaning.DONE:
                 self._failures = 0
                 runner.health.on_answer()
                 if not self._seen_200:
@@ -148,11 +148,11 @@ class Prefilter:
                 runner.finish_classified(finished)
                 self._ahead += len(batch) - finished
                 runner.wake()
-            case Verdict.RATE_LIMITED:
+            case Meaning.RATE_LIMITED:
                 runner.tally.rate_limited += 1
-            case Verdict.STOP:
+            case Meaning.STOP:
                 runner.end(AuthError(stop_message(outcome.http_status or 401)))
-            case Verdict.FAILED:
+            case Meaning.FAILED:
                 # A 4xx for the whole batch: leave these rows to the heatmap endpoint (which
                 # stops the run if it redirects elsewhere too: the address is wrong).
                 if outcome.failure is not Failure.REDIRECT:
@@ -160,7 +160,7 @@ class Prefilter:
                 runner.store.record_classifications(batch, ())
                 self._ahead += len(batch)
                 runner.wake()
-            case Verdict.RETRY:
+            case Meaning.RETRY:
                 await self._failed(batch, outcome.failure, outcome.error or "", outcome.retry_after)
 
     async def _unsupported(self, batch: list[Claim], reason: str, *, status: int | None) -> None:

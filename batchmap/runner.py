@@ -31,7 +31,7 @@ from batchmap.fetch import fetch_heatmap
 from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
 from batchmap.health import Health
 from batchmap.minutes import MinuteLog
-from batchmap.models import Claim, Failure, JobState, Outcome, Record, Verdict
+from batchmap.models import Claim, Failure, JobState, Meaning, Outcome, Record
 from batchmap.pacer import MAX_PAUSE, Pacer
 from batchmap.policy import backoff_delay, stop_message, until_text
 from batchmap.prefilter import Prefilter
@@ -373,7 +373,7 @@ class Runner:
                     "then, or with a larger --max-wait to wait it out"
                 )
             )
-        elif wait is not None and outcome.verdict is Verdict.RETRY:
+        elif wait is not None and outcome.verdict is Meaning.RETRY:
             # A 5xx's Retry-After pauses everyone, as a 429's does (the pacer sees 503 itself).
             self.pacer.pause(
                 self.clock() + wait, f"server asked to wait (HTTP {outcome.http_status})"
@@ -387,7 +387,7 @@ class Runner:
         remove_file(self._path_for(job))
 
     def _decide(self, job: Claim, outcome: Outcome) -> None:
-        if outcome.verdict is Verdict.STOP:
+        if outcome.verdict is Meaning.STOP:
             # The key or account is refused: stop the whole run at once, touching no row.
             self.end(AuthError(stop_message(outcome.http_status or 401)))
             return
@@ -397,27 +397,27 @@ class Runner:
         if self.stopping and self.ended_by is not None:
             self._ready.append(job)  # the run is ending for the API's sake: back to pending
             return
-        if outcome.verdict is Verdict.RETRY and outcome.failure not in (None, Failure.BODY):
+        if outcome.verdict is Meaning.RETRY and outcome.failure not in (None, Failure.BODY):
             self._transient(job, outcome)
             return
         self._answered()
         attempts = job.attempts + 1
         match outcome.verdict:
-            case Verdict.DONE:
+            case Meaning.DONE:
                 saved = stage(self._path_for(job), outcome.body, out=self.settings.out)
                 self._finish(Record(job, JobState.DONE, attempts, 200, saved=saved))
-            case Verdict.NO_HEATMAP:
+            case Meaning.NO_HEATMAP:
                 self._drop_stray_file(job)
                 self._finish(Record(job, JobState.NO_HEATMAP, attempts, outcome.http_status))
-            case Verdict.FAILED if outcome.failure is Failure.REDIRECT:
+            case Meaning.FAILED if outcome.failure is Failure.REDIRECT:
                 self._hold_redirect(self._failure(job, outcome, attempts=attempts, retryable=False))
-            case Verdict.FAILED if self._probation and outcome.http_status == 404:
+            case Meaning.FAILED if self._probation and outcome.http_status == 404:
                 self._hold_404(job, outcome, attempts)
-            case Verdict.FAILED:
+            case Meaning.FAILED:
                 self._finish(self._failure(job, outcome, attempts=attempts, retryable=False))
-            case Verdict.RETRY:  # a damaged or oversized body: the server answered, the row pays
+            case Meaning.RETRY:  # a damaged or oversized body: the server answered, the row pays
                 self._charge(job, outcome, attempts)
-            case Verdict.RATE_LIMITED:
+            case Meaning.RATE_LIMITED:
                 # Not the job's fault and not an attempt: first in line once the pause ends.
                 self.tally.rate_limited += 1
                 self._ready.appendleft(job)

@@ -22,7 +22,7 @@ from batchmap.fetch import (
     fetch_heatmap,
     make_client,
 )
-from batchmap.models import Failure, Outcome, Verdict
+from batchmap.models import Failure, Meaning, Outcome
 from tests.pngs import tiny_png
 
 KEY = "secret-key-123"
@@ -84,7 +84,7 @@ def test_the_identifier_stays_one_encoded_path_segment(identifier: str, raw_path
         seen.append(request)
         return httpx.Response(204)
 
-    assert fetch(handler, identifier).verdict is Verdict.NO_HEATMAP
+    assert fetch(handler, identifier).verdict is Meaning.NO_HEATMAP
     assert seen[0].url.raw_path == raw_path
     assert seen[0].headers["x-api-key"] == KEY
 
@@ -107,7 +107,7 @@ def test_a_same_origin_redirect_is_followed() -> None:
         return httpx.Response(200, content=tiny_png(), headers={"content-type": "image/png"})
 
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.DONE
+    assert outcome.verdict is Meaning.DONE
     assert outcome.body == tiny_png()
 
 
@@ -122,7 +122,7 @@ def test_the_key_never_follows_a_redirect_to_another_origin(location: str) -> No
         return httpx.Response(301, headers={"location": location})
 
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.FAILED
+    assert outcome.verdict is Meaning.FAILED
     assert outcome.error is not None and "(another origin, not followed)" in outcome.error
     assert outcome.failure is Failure.REDIRECT  # about the address: the runner stops on a run
     assert ":443" in outcome.error or ":8443" in outcome.error or ":80" in outcome.error
@@ -132,7 +132,7 @@ def test_the_key_never_follows_a_redirect_to_another_origin(location: str) -> No
 
 def test_a_redirect_loop_ends() -> None:
     outcome = fetch(lambda request: httpx.Response(302, headers={"location": "/again"}))
-    assert outcome.verdict is Verdict.FAILED and "redirect loop" in (outcome.error or "")
+    assert outcome.verdict is Meaning.FAILED and "redirect loop" in (outcome.error or "")
     assert outcome.failure is Failure.REDIRECT and "https://api.test:443" in (outcome.error or "")
 
 
@@ -157,14 +157,14 @@ def test_network_trouble_is_transient(error: Exception) -> None:
         raise error
 
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.RETRY
+    assert outcome.verdict is Meaning.RETRY
     assert outcome.http_status is None and outcome.error
 
 
 def test_rate_limit_headers_reach_the_outcome() -> None:
     headers = {"retry-after": "3", "x-ratelimit-limit": "60", "x-ratelimit-remaining": "0"}
     outcome = fetch(lambda request: httpx.Response(429, headers=headers))
-    assert outcome.verdict is Verdict.RATE_LIMITED
+    assert outcome.verdict is Meaning.RATE_LIMITED
     assert outcome.headers["Retry-After"] == "3"
 
 
@@ -182,7 +182,7 @@ def test_a_server_that_never_finishes_is_cut_off_by_the_total_timeout() -> None:
             return await fetch_heatmap(client, "abc", timeout=0.05)
 
     outcome = asyncio.run(go())
-    assert outcome.verdict is Verdict.RETRY
+    assert outcome.verdict is Meaning.RETRY
     assert outcome.error == "no answer within 0.05s"
     assert outcome.failure is Failure.SILENT  # no status line: counts like a refused connection
 
@@ -193,7 +193,7 @@ def test_a_server_that_never_finishes_is_cut_off_by_the_total_timeout() -> None:
 def test_a_body_over_the_limit_by_content_length_is_refused_unread() -> None:
     handler, body = streamed(200, [b"x" * 100] * 20, content_length="2000")
     outcome = fetch(handler, max_bytes=1000)
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert outcome.error == "body over the 1000 bytes limit (Content-Length 2000)"
     assert outcome.http_status == 200 and body.pulled == 0
 
@@ -220,7 +220,7 @@ def test_identity_is_asked_for_and_a_heatmap_at_the_limit_passes() -> None:
         return httpx.Response(200, stream=Chunks([png[:10], png[10:]]))
 
     outcome = fetch(handler, max_bytes=len(png))
-    assert outcome.verdict is Verdict.DONE and outcome.body == png
+    assert outcome.verdict is Meaning.DONE and outcome.body == png
     assert seen[0].headers["accept-encoding"] == "identity"
 
 
@@ -240,14 +240,14 @@ def test_a_compressed_heatmap_is_decoded(encoding: str, compress: Callable[[byte
     packed = compress(png)
     handler, _ = streamed(200, [packed[:7], packed[7:]], content_encoding=encoding)
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.DONE and outcome.body == png
+    assert outcome.verdict is Meaning.DONE and outcome.body == png
 
 
 def test_a_compressed_body_is_never_inflated_past_the_limit() -> None:
     packed = gzip.compress(bytes(1024 * 1024))  # 1 KiB that inflates to 1 MiB
     handler, _ = streamed(200, [packed], content_encoding="gzip")
     outcome = fetch(handler, max_bytes=4096)
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert outcome.error is not None
     assert outcome.error.startswith("body over the 4096 bytes limit once decompressed (gzip")
 
@@ -267,7 +267,7 @@ def test_an_undecodable_body_is_a_transient_body_failure(
 ) -> None:
     handler, _ = streamed(200, [body], content_encoding=encoding)
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert outcome.error == error
 
 
@@ -275,7 +275,7 @@ def test_an_error_answer_with_a_huge_body_keeps_its_message_and_is_not_refused()
     message = json.dumps({"error": "Image not found"}).encode()
     handler, body = streamed(404, [message + b" " * 65536] * 1000, content_length="100000000")
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.FAILED and outcome.error is not None
+    assert outcome.verdict is Meaning.FAILED and outcome.error is not None
     assert outcome.error.startswith("HTTP 404") and body.pulled <= 2
 
 
@@ -300,22 +300,22 @@ def test_every_retry_names_its_failure(error: Exception, failure: Failure) -> No
         raise error
 
     outcome = fetch(handler)
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is failure
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is failure
     assert outcome.http_status is None and outcome.error
 
 
 @pytest.mark.parametrize(
     ("status", "verdict", "failure"),
     [
-        (500, Verdict.RETRY, Failure.SERVER),
-        (503, Verdict.RETRY, Failure.SERVER),
-        (408, Verdict.RETRY, Failure.SERVER),
-        (429, Verdict.RATE_LIMITED, None),
-        (404, Verdict.FAILED, None),
+        (500, Meaning.RETRY, Failure.SERVER),
+        (503, Meaning.RETRY, Failure.SERVER),
+        (408, Meaning.RETRY, Failure.SERVER),
+        (429, Meaning.RATE_LIMITED, None),
+        (404, Meaning.FAILED, None),
     ],
 )
 def test_answers_carry_their_failure_kind_and_validated_wait(
-    status: int, verdict: Verdict, failure: Failure | None
+    status: int, verdict: Meaning, failure: Failure | None
 ) -> None:
     outcome = fetch(lambda request: httpx.Response(status, headers={"retry-after": "7"}))
     assert outcome.verdict is verdict and outcome.failure is failure
@@ -404,7 +404,7 @@ def test_the_bulk_request_lists_each_identifier_encoded() -> None:
         return httpx.Response(200, json=[])
 
     answer = ask(handler)
-    assert answer.outcome.verdict is Verdict.DONE and answer.found == ()
+    assert answer.outcome.verdict is Meaning.DONE and answer.found == ()
     assert answer.unsupported is None
     assert seen[0].url.raw_path == (
         b"/v1/api/classifications?identifiers[]=" + b"a" * 64 + b"&identifiers[]=" + b"b" * 64
@@ -427,7 +427,7 @@ def test_a_documented_answer_gives_the_asked_classifications() -> None:
         {"identifier": "c/d?e&f=g h", "has_heatmap": True, "status": "new"},
     ]
     answer = ask(lambda request: httpx.Response(200, json=items))
-    assert answer.outcome.verdict is Verdict.DONE and answer.unsupported is None
+    assert answer.outcome.verdict is Meaning.DONE and answer.unsupported is None
     assert [(c.identifier, c.has_heatmap, c.verdict, c.status) for c in answer.found] == [
         ("b" * 64, False, "human", None),
         ("c/d?e&f=g h", True, None, "new"),
@@ -444,7 +444,7 @@ def test_a_documented_answer_gives_the_asked_classifications() -> None:
 def test_a_missing_route_is_unsupported_and_says_what_it_could_mean(status: int, says: str) -> None:
     answer = ask(lambda request: httpx.Response(status, json={"message": "Not Found"}))
     assert answer.unsupported is not None and says in answer.unsupported
-    assert answer.outcome.verdict is Verdict.FAILED and answer.outcome.http_status == status
+    assert answer.outcome.verdict is Meaning.FAILED and answer.outcome.http_status == status
     assert answer.found == ()
 
 
@@ -461,21 +461,21 @@ def test_an_undocumented_answer_is_unsupported(response: httpx.Response) -> None
     answer = ask(lambda request: response)
     assert answer.unsupported is not None
     assert answer.unsupported.startswith("the classifications endpoint answered 2")
-    assert answer.outcome.verdict is Verdict.FAILED and answer.found == ()
+    assert answer.outcome.verdict is Meaning.FAILED and answer.found == ()
 
 
 @pytest.mark.parametrize(
     ("status", "verdict", "failure", "wait"),
     [
-        (429, Verdict.RATE_LIMITED, None, 3.0),
-        (503, Verdict.RETRY, Failure.SERVER, 3.0),
-        (401, Verdict.STOP, None, None),
-        (403, Verdict.STOP, None, None),
-        (422, Verdict.FAILED, None, None),
+        (429, Meaning.RATE_LIMITED, None, 3.0),
+        (503, Meaning.RETRY, Failure.SERVER, 3.0),
+        (401, Meaning.STOP, None, None),
+        (403, Meaning.STOP, None, None),
+        (422, Meaning.FAILED, None, None),
     ],
 )
 def test_the_bulk_read_is_judged_like_heatmaps_otherwise(
-    status: int, verdict: Verdict, failure: Failure | None, wait: float | None
+    status: int, verdict: Meaning, failure: Failure | None, wait: float | None
 ) -> None:
     answer = ask(lambda request: httpx.Response(status, headers={"retry-after": "3"}))
     assert answer.unsupported is None and answer.found == ()

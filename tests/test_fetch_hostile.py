@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from batchmap.fetch import MAX_BODY_BYTES, fetch_heatmap, make_client
-from batchmap.models import Failure, Outcome, Verdict
+from batchmap.models import Failure, Meaning, Outcome
 from batchmap.policy import retry_after
 
 KEY = "hostile-KEY-t6Wq/Np3+Zr8"  # distinctive, with the characters PHP and URLs escape
@@ -147,7 +147,7 @@ def test_a_2_gib_content_length_is_refused_before_reading_the_body() -> None:
 
     measured, server = fetch(huge)
     outcome = measured.outcome
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert outcome.error == f"body over the 32 MiB limit (Content-Length {TWO_GIB})"
     assert outcome.http_status == 200
     assert server.sent < 32 * MiB  # what the socket buffers took before the client hung up
@@ -161,7 +161,7 @@ def test_a_chunked_body_that_never_ends_is_cut_off_at_the_limit() -> None:
 
     measured, server = fetch(endless)
     outcome = measured.outcome
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert outcome.error == "body over the 32 MiB limit (cut off after 32 MiB)"
     assert server.sent < 2 * MAX_BODY_BYTES
     assert measured.seconds < 8
@@ -206,7 +206,7 @@ def test_a_gzip_bomb_is_never_inflated_past_the_limit() -> None:
     measured, server = fetch(bombing)
     outcome = measured.outcome
     assert server.requests[0].headers["accept-encoding"] == "identity"
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert outcome.error is not None
     assert outcome.error.startswith("body over the 32 MiB limit once decompressed (gzip")
     assert_bounded(measured)
@@ -234,7 +234,7 @@ def test_the_classifications_read_is_bounded_too() -> None:
         return answer.outcome, answer.unsupported, peak
 
     outcome, unsupported, peak = asyncio.run(go())
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.BODY
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.BODY
     assert (outcome.error or "").startswith("body over the 8 MiB limit once decompressed")
     assert unsupported is None  # a transient body trouble, not a missing endpoint
     assert peak < 2 * CLASSIFICATIONS_MAX_BYTES
@@ -270,9 +270,9 @@ def test_a_retry_after_is_validated_before_anyone_waits_for_it(
         else:
             assert seconds is not None and low <= seconds <= (high or 0)
     if status.startswith("503"):
-        assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.SERVER
+        assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.SERVER
     else:
-        assert outcome.verdict is Verdict.RATE_LIMITED
+        assert outcome.verdict is Meaning.RATE_LIMITED
 
 
 # --------------------------------------------------------------------------- the key
@@ -331,7 +331,7 @@ def test_a_redirect_to_another_host_sends_it_nothing_and_its_body_is_never_read(
                 return outcome, server, elsewhere
 
     outcome, server, elsewhere = asyncio.run(go())
-    assert outcome.verdict is Verdict.FAILED and outcome.http_status == 302
+    assert outcome.verdict is Meaning.FAILED and outcome.http_status == 302
     assert outcome.error == (
         f"the API redirects to {elsewhere.url} (another origin, not followed): check --base-url"
     )
@@ -353,7 +353,7 @@ def test_a_refused_connection_is_a_connect_failure() -> None:
             return await fetch_heatmap(client, "abc", timeout=5)
 
     outcome = asyncio.run(go())
-    assert outcome.verdict is Verdict.RETRY and outcome.failure is Failure.CONNECT
+    assert outcome.verdict is Meaning.RETRY and outcome.failure is Failure.CONNECT
     assert outcome.http_status is None
 
 
@@ -408,6 +408,6 @@ async def trickle(request: Request, writer: asyncio.StreamWriter, server: Server
 )
 def test_every_transient_failure_says_what_kind_it_was(respond: Respond, failure: Failure) -> None:
     outcome = fetch(respond, timeout=0.5)[0].outcome
-    assert outcome.verdict is Verdict.RETRY
+    assert outcome.verdict is Meaning.RETRY
     assert outcome.failure is failure
     assert outcome.error and KEY not in outcome.error

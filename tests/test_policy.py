@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchmap.errors import InputError
-from batchmap.models import Classification, Failure, Verdict
+from batchmap.models import Classification, Failure, Meaning
 from batchmap.policy import (
     BACKOFF_CAP,
     MESSAGE_MAX,
@@ -38,21 +38,21 @@ PNG = tiny_png()
 @pytest.mark.parametrize(
     ("status", "verdict"),
     [
-        (200, Verdict.DONE),
-        (204, Verdict.NO_HEATMAP),
-        (401, Verdict.STOP),
-        (403, Verdict.STOP),
-        (404, Verdict.FAILED),
-        (400, Verdict.FAILED),
-        (410, Verdict.FAILED),
-        (408, Verdict.RETRY),
-        (429, Verdict.RATE_LIMITED),
-        (500, Verdict.RETRY),
-        (502, Verdict.RETRY),
-        (503, Verdict.RETRY),
+        (200, Meaning.DONE),
+        (204, Meaning.NO_HEATMAP),
+        (401, Meaning.STOP),
+        (403, Meaning.STOP),
+        (404, Meaning.FAILED),
+        (400, Meaning.FAILED),
+        (410, Meaning.FAILED),
+        (408, Meaning.RETRY),
+        (429, Meaning.RATE_LIMITED),
+        (500, Meaning.RETRY),
+        (502, Meaning.RETRY),
+        (503, Meaning.RETRY),
     ],
 )
-def test_every_status_maps_to_the_products_outcome(status: int, verdict: Verdict) -> None:
+def test_every_status_maps_to_the_products_outcome(status: int, verdict: Meaning) -> None:
     body = PNG if status == 200 else b'{"error": "x"}'
     assert judge(status, body, "image/png")[0] is verdict
 
@@ -66,13 +66,13 @@ def test_a_retry_says_whose_trouble_it_was(status: int, failure: Failure) -> Non
 
 def test_a_404_keeps_the_servers_message() -> None:
     verdict, error = judge(404, b'{"error": "Image not found"}', "application/json")
-    assert verdict is Verdict.FAILED
+    assert verdict is Meaning.FAILED
     assert error == "HTTP 404: Image not found"
 
 
 def test_a_200_that_is_an_html_page_is_retried_not_saved() -> None:
     verdict, error = judge(200, b"<html><body>Bad gateway</body></html>", "text/html")
-    assert verdict is Verdict.RETRY
+    assert verdict is Meaning.RETRY
     assert error is not None and "not a PNG" in error and "text/html" in error
 
 

@@ -19,7 +19,7 @@ from batchmap.config import Pace
 from batchmap.errors import ApiUnusableError, AuthError, StorageError
 from batchmap.fetch import make_client
 from batchmap.files import Layout
-from batchmap.models import JobState, Outcome, Verdict
+from batchmap.models import JobState, Meaning, Outcome
 from batchmap.pacer import Pacer
 from batchmap.runner import PROBATION, Runner, RunSettings, Tally
 from batchmap.store import Store
@@ -303,7 +303,7 @@ def test_a_flush_cancelled_halfway_still_records_its_batch(
         runner._probation = False
         for job in h.store.claim(2):
             runner._in_flight[job.rowid] = job
-            runner._decide(job, Outcome(Verdict.DONE, 200, body=tiny_png()))
+            runner._decide(job, Outcome(Meaning.DONE, 200, body=tiny_png()))
         first = asyncio.create_task(runner.flush())
         await asyncio.sleep(0.05)
         first.cancel()  # as run() cancels its periodic flusher on the way out
