@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from batchmap.errors import InputError
 from batchmap.ids import layout, read
-from batchmap.ids.layout import LOOKAHEAD_CHARS, LOOKAHEAD_ROWS, Layout, filled
+from batchmap.ids.layout import LOOKAHEAD_CHARS, LOOKAHEAD_ROWS, ColumnChoice, filled
 from batchmap.ids.read import MAX_IDENTIFIER_LENGTH
-from batchmap.ids.shapes import HEADER_NAMES, MAX_EXAMPLES, Checker, Tally
+from batchmap.ids.shapes import HEADER_NAMES, MAX_EXAMPLES, Checker, Examples
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader  # the type of csv.reader(...), typeshed only
@@ -143,7 +143,7 @@ class _Pass:
     """One pass over a file's rows: counts, checks and yields identifiers (and keeps the
     other columns when `keep` was called)."""
 
-    def __init__(self, source: IdSource, found: Layout) -> None:
+    def __init__(self, source: IdSource, found: ColumnChoice) -> None:
         self.source = source
         self.where = source._where
         self.layout = found
@@ -152,7 +152,7 @@ class _Pass:
         self.batch: list[str] = []
         self.batch_lines: list[int] = []
         self.names: list[str] = []  # every column's name, once `keep` was called
-        self.cut = Tally()  # rows whose other columns were cut to MAX_COLUMNS_BYTES
+        self.cut = Examples()  # rows whose other columns were cut to MAX_COLUMNS_BYTES
 
     def keep(self, header: list[str]) -> None:
         """Keep each row's other cells, named by the header (else "column N")."""

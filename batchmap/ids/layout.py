@@ -29,7 +29,7 @@ _SHOWN_COLUMNS = 20
 
 
 @dataclass(frozen=True)
-class Layout:
+class ColumnChoice:
     """How to read the file: the column, its header (None: no header), what was guessed."""
 
     index: int
@@ -79,7 +79,7 @@ def _rows(lines: list[str], delimiter: str) -> list[list[str]]:
 
 def find_layout(
     rows: list[tuple[list[str], int]], delimiter: str, *, column: str | None, where: str
-) -> Layout:
+) -> ColumnChoice:
     """Where the identifiers are, from the first filled rows (the first may be a header)."""
     first, line = rows[0]
     cells = [cell.strip() for cell in first]
@@ -89,12 +89,12 @@ def find_layout(
         notes.append(f"{where}: read as {_DELIMITERS[delimiter]}-separated")
     if column is not None:
         index = _named_column(cells, column, where=f"{where}:{line}")
-        return Layout(index, cells[index], notes, _hint(cells, after, index))
+        return ColumnChoice(index, cells[index], notes, _hint(cells, after, index))
     lowered = [cell.lower() for cell in cells]
     for name in HEADER_NAMES:
         if name in lowered:
             index = lowered.index(name)
-            return Layout(index, cells[index], notes, _hint(cells, after, index))
+            return ColumnChoice(index, cells[index], notes, _hint(cells, after, index))
     index, likely = _column_by_content(after or [first], width=len(cells))
     header = None
     if after and _looks_like_header(cells[index] if index < len(cells) else "", after, index):
@@ -113,7 +113,7 @@ def find_layout(
             f"{where}:{line}: took {example(header)} as the header:"
             " it looks unlike the identifiers below it"
         )
-    return Layout(index, header, notes, None)
+    return ColumnChoice(index, header, notes, None)
 
 
 def _hint(cells: list[str], after: list[list[str]], index: int) -> str | None:

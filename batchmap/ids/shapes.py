@@ -66,7 +66,7 @@ def narrowest(values: Sequence[str], *, share: float) -> str | None:
 
 
 @dataclass
-class Tally:
+class Examples:
     """How many values fell in one warning's category, with the first few as examples."""
 
     count: int = 0
@@ -125,7 +125,12 @@ class Checker:
         self.total = 0
         self.shape: Shape | None = None
         self.header_words = set(HEADER_WORDS) | ({normal(header)} if header else set())
-        self.headers, self.paths, self.delimited, self.odd = Tally(), Tally(), Tally(), Tally()
+        self.headers, self.paths, self.delimited, self.odd = (
+            Examples(),
+            Examples(),
+            Examples(),
+            Examples(),
+        )
         self.identifai = 0
 
     def check(self, values: list[str], lines: list[int]) -> None:
@@ -159,7 +164,7 @@ class Checker:
             if tally is not None:
                 tally.add(line, value)
 
-    def _category(self, value: str) -> Tally | None:
+    def _category(self, value: str) -> Examples | None:
         """The warning a value belongs to whatever the others look like, if any."""
         if len(value) < 40 and normal(value) in self.header_words:
             return self.headers
@@ -189,7 +194,7 @@ class Checker:
             )
         return [warning for warning in found if warning]
 
-    def _warning(self, tally: Tally, verb: str, what: str) -> str:
+    def _warning(self, tally: Examples, verb: str, what: str) -> str:
         """'F: 3 of 1,000 identifiers look like ...: lines 2 'x', ...; loaded as given'."""
         if not tally.count:
             return ""
