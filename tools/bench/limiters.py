@@ -43,7 +43,10 @@ from tests.limiters import (
 from tools.bench.common import Report, SharedData, line, percent, ratio, say
 from tools.bench.processes import FINAL, batchmap, resolved_rows
 
-LIMITERS = Path(__file__).resolve().parents[3] / "shared" / "limiters"
+# ../shared/limiters beside the checkout, or where LIMITERS_DIR says.
+LIMITERS = Path(
+    os.environ.get("LIMITERS_DIR") or Path(__file__).resolve().parents[3] / "shared" / "limiters"
+)
 KEY = "testkey"  # the only key ../shared/limiters accepts
 Log = list[tuple[float, int]]  # (server time of a request, its status)
 
@@ -337,6 +340,7 @@ def run_case(report: Report, case: Case) -> None:
         return
     ideal = ideal_seconds(case.model, case.ids)
     with tempfile.TemporaryDirectory(prefix=f"bench-{case.name}-") as tmp:
+        os.chmod(tmp, 0o755)  # nginx's workers run as nobody when the bench runs as root
         fx = fixture(case.ids, Path(tmp) / "fx")
         with serve(case, fx) as server:
             args = ["run", str(fx / "ids.csv"), "--db", "jobs.db", "--out", "heatmaps"]
