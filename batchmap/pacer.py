@@ -263,16 +263,17 @@ class Pacer:
         )
         if pause:
             why = "" if wait is None else f", Retry-After {wait:g}s"
-            # One request goes first when it ends: a limiter that counts refusals sees one.
-            self.pause(now + pause, f"rate limited ({status}{why})", probe=True)
-        rate = self.rate
-        if rate:  # the next start keeps the pace from this request, the scout's too
-            self._next_start = max(self._next_start, sent_at + 1.0 / rate)
+            # A 429 that names no wait: one request goes first when it ends (a limiter that
+            # counts refusals sees one, not the pool's every worker).
+            self.pause(now + pause, f"rate limited ({status}{why})", probe=not wait)
         strategies: tuple[Strategy, ...] = (self.windows, self.aimd)
         for strategy in strategies:
             advice = strategy.learn(answer)
             if advice.until:
                 self.pause(advice.until, advice.reason)
+        rate = self.rate
+        if rate:  # the next start keeps the pace from this request, the scout's too
+            self._next_start = max(self._next_start, sent_at + 1.0 / rate)
 
     def _strike(self, sent_at: float, now: float) -> int:
         # A refusal that names no wait, to a request sent since the last such pause: one more

@@ -43,9 +43,10 @@ SAME_LEVEL = 0.05  # a 429 within this share of the last level confirms that lev
 LIAR = 3  # successes in a row whose header says 0 remain: the header lies (issue 17, item 6)
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
 # Seconds of successes behind the measured accepted rate: while the rate doubles each second,
-# the last one (saturated, not half the one before); later, all since the last pause ended,
-# so a bucket's burst after that pause is spread thin (over 1 s nginx's burst of 5 read as 25/s
-# for 20/s, and each 429 lowered the level by one: five 1 s pauses to find it).
+# the last one (saturated, not half the one before); later, all since the rate came back to
+# just under the level, so a bucket's burst is spread thin (over 1 s nginx's burst of 5 read
+# as 25/s for 20/s, and each 429 lowered the level by one: five 1 s pauses to find it), and
+# the climb back from a cut is not counted (it read 14.7/s for 20/s).
 ACCEPTED_WINDOW = 1.0
 MIN_EVIDENCE = 10  # successes in that window before the measure may lower the level
 
@@ -214,8 +215,8 @@ class FixedWindows:
         else:
             window.zeros = 0
         advice = self._on_counted(window, answer, hit=window.limit - answer.remaining)
-        if advice.until and window is self._pacing():
-            return NOTHING  # the pace alone keeps the shortest window; pausing loses time
+        if advice.until and window is self._pacing() and window.limit <= self._counted:
+            return NOTHING  # our pace alone keeps the shortest window; pausing loses time
         if advice.until and answer.reset is not None:
             advice = replace(advice, until=answer.at + answer.reset)  # the server said when
         return advice
@@ -387,7 +388,8 @@ class Aimd:
         self._last_cut = -math.inf
         self._fresh = 0  # successes since the last cut
         self._accepted: deque[float] = deque(maxlen=HISTORY)
-        self._since = math.inf  # when the last cut's pause ended
+        self._resumed: float | None = None  # the rate the last cut resumed at
+        self._since = math.inf  # when the rate last climbed back to RECOVER_TO of the level
 
     def learn(self, answer: Answer) -> Advice:
         if is_congestion(answer):
@@ -398,26 +400,33 @@ class Aimd:
             self._fresh += 1
             if self.rate is None and self.level is None and answer.limit is None:
                 self.rate, self._climbing = START_RATE, True  # nothing said: a slow start
+            recovering = self._recovering()
             self._grow(answer.ceiling)
+            if recovering and not self._recovering():
+                self._since = answer.at
         return NOTHING
 
-    def accepted_rate(self, now: float) -> tuple[float, int]:
-        """Successes per second since the last pause ended (over the last ACCEPTED_WINDOW
-        seconds when climbing or shorter), and how many."""
-        since = min(self._since, now - ACCEPTED_WINDOW)
-        while self._accepted and self._accepted[0] < since:
+    def accepted_rate(self, now: float, since: float | None = None) -> tuple[float, int]:
+        """Successes per second over the last ACCEPTED_WINDOW seconds (or since `since`, if
+        earlier), and how many."""
+        since = now - ACCEPTED_WINDOW if since is None else min(since, now - ACCEPTED_WINDOW)
+        while self._accepted and self._accepted[0] < min(since, now - ACCEPTED_WINDOW, self._since):
             self._accepted.popleft()
-        # At least a one-second span: a burst inside a fraction of a second counts per second.
-        span = max(1.0, now - self._accepted[0]) if self._accepted else 1.0
-        return len(self._accepted) / span, len(self._accepted)
+        times = [t for t in self._accepted if t >= since]
+        if len(times) < 2 or times[-1] - times[0] < 0.5:
+            return len(times) / 1.0, len(times)  # a burst in an instant counts per second
+        # Intervals between successes, not successes per whole second: 20 a second read 19.
+        return (len(times) - 1) / (times[-1] - times[0]), len(times)
 
     def _cut(self, answer: Answer) -> None:
         fresh, self._fresh = self._fresh, 0
         first = self._last_cut == -math.inf
         self._last_cut = answer.at
-        measured, evidence = self.accepted_rate(answer.at)
-        self._since = answer.at + answer.pause
         sent = answer.rate if answer.rate is not None else self.rate
+        probing = self._climbing or self._probes > 0 or self.level is None
+        # Climbing or probing, the last second is saturated; holding, all since the hold began.
+        measured, evidence = self.accepted_rate(answer.at, None if probing else self._since)
+        self._since = math.inf
         if fresh == 0 and (sent is None or self.level is not None or not first):
             # Nothing accepted since the last cut (a storm, an outage, a 429 first thing):
             # no news about the level, and the pause is answer enough. Only a first 429 at
@@ -428,7 +437,12 @@ class Aimd:
             self.rate = max(MIN_RATE, min(measured, answer.ceiling or measured))
             self._climbing = True
             return
-        if evidence >= MIN_EVIDENCE:
+        if self._recovering() and self._resumed is not None:
+            # Refused on the way back up: the limit lies between the rate
+            # resumed at after the last cut (accepted) and the rate sent now. Bisect (a
+            # bucket's burst hid the limit, and each 429 lowered the level by 3%: six pauses).
+            level = (sent + self._resumed) / 2
+        elif evidence >= MIN_EVIDENCE:
             # A saturated limiter accepts just its own rate: trust that over the rate sent.
             level = min(sent, measured)
         elif self._climbing:
@@ -440,11 +454,17 @@ class Aimd:
         same = self.level is not None and abs(level / self.level - 1.0) <= SAME_LEVEL
         self.confirmed = self.confirmed + 1 if same else 0
         self.level = level
-        self.rate = max(MIN_RATE, level * DECREASE)
-        self._climbing = False
+        self.rate = self._resumed = max(MIN_RATE, level * DECREASE)
+        # A level met while climbing is a guess (the limit lies between half the rate sent
+        # and it): probe above it at once. One met later is held, at PROBE_BUDGET's price.
+        guessed, self._climbing = self._climbing, False
         self._probes = 0
         self._hold = int(min(HOLD_MAX, probe_cost(answer.pause, level) / PROBE_BUDGET))
-        self._hold = min(HOLD_MAX, self._hold * 2**self.confirmed)
+        self._hold = 0 if guessed else min(HOLD_MAX, self._hold * 2**self.confirmed)
+
+    def _recovering(self) -> bool:
+        level, rate = self.level, self.rate
+        return level is not None and rate is not None and rate < 0.999 * RECOVER_TO * level
 
     def _grow(self, ceiling: float | None) -> None:
         # Growth is counted in requests, not seconds, so the share of 429s stays small at any

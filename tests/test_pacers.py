@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from batchmap.pacers import (
-    HOLD_FIRST,
+    PROBE_BUDGET,
+    probe_cost,
     NOTHING,
     SAFETY,
     Advice,
