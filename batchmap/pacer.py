@@ -30,6 +30,7 @@ MAX_PAUSE = 3600.0  # seconds: the longest the pacer holds the pool for any sing
 # issue 16) needs silence, not a refusal every half second (7 in a row reach a minute).
 PAUSE_FLOOR = 0.5
 _DIGITS = re.compile(r"\s*(\d{1,12})\s*")
+_WINDOW = re.compile(r";\s*w=(\d{1,9})")
 _ITEM = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[A-Za-z*][\w:./*-]*)((?:\s*;\s*[a-z*][\w.*-]*=[^;,]*)*)')
 
 
@@ -85,19 +86,21 @@ def _ietf(headers: Mapping[str, str]) -> tuple[int | None, int | None, int | Non
     if now:
         name, said = next(iter(now.items()))
         policy = _items(headers.get("ratelimit-policy")).get(name, {})
-        return _int(policy.get("q")), _int(said.get("r")), _int(said.get("t")), _int(
-            policy.get("w")
+        return (
+            _int(policy.get("q")),
+            _int(said.get("r")),
+            _int(said.get("t")),
+            _int(policy.get("w")),
         )
     limit_text = headers.get("ratelimit-limit")
     if not isinstance(limit_text, str):
         return None, None, None, None
-    first = limit_text.split(",")[0]
-    window = _items(first.replace(first.split(";")[0], '"l"', 1)).get("l", {}).get("w")
+    window = _WINDOW.search(limit_text)
     return (
-        _int(first.split(";")[0]),
+        _int(limit_text.split(",")[0].split(";")[0]),
         _header_int(headers, "ratelimit-remaining"),
         _header_int(headers, "ratelimit-reset"),
-        _int(window),
+        _int(window.group(1)) if window else None,
     )
 
 
@@ -278,7 +281,7 @@ class Pacer:
     def _strike(self, sent_at: float, now: float) -> int:
         # A refusal that names no wait, to a request sent since the last such pause: one more
         # in a row (each doubles the pause). Requests sent before it add nothing.
-        if sent_at >= self._struck_at:
+        if sent_at > self._struck_at:
             self._strikes, self._struck_at = min(self._strikes + 1, 24), now
         return max(0, self._strikes - 1)
 

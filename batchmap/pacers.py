@@ -125,7 +125,7 @@ class _Window:
     last_hit: int = 0  # hit number (limit - Remaining) of the last answer about this limit
     full_at: float | None = None  # send time of a request that found the window used up
     counted_mark: int = 0  # answers counted in all when the last about this limit came
-    zeros: int = 0  # successes in a row that said 0 remain
+    zeros: int = 0  # successes that said 0 remain with fewer requests made than the limit
 
 
 class FixedWindows:
@@ -140,8 +140,9 @@ class FixedWindows:
     headers say it is used up until that window ends (the `Reset` a server names, else its
     first hit + W): a window's head start is not given up to an average (issue 16).
 
-    Headers are evidence, not orders: a limit whose successes keep saying 0 remain (LIAR in a
-    row, each sent after the last said so) is a header that lies, and is ignored from then on.
+    Headers are evidence, not orders: a limit whose successes keep saying 0 remain, LIAR times
+    without a 429 and while we have made fewer requests than the limit, is a header that lies
+    (issue 17, item 6), and is ignored from then on.
     """
 
     def __init__(self) -> None:
@@ -200,14 +201,15 @@ class FixedWindows:
             window.low = max(1, math.ceil(answer.window - EPS))
             window.high, window.soft = float(window.low), False
         if answer.status == 429:
+            window.zeros = 0  # a 429 bears the header out
             self._on_refused(window, answer)
             return NOTHING  # the gate pauses for Retry-After
         self._infer_starts(answer, skip=window.limit)
         if answer.remaining is None:
             return NOTHING
-        if answer.remaining == 0 and window.limit > 1:
-            full = window.full_at
-            window.zeros = window.zeros + 1 if full is None or answer.sent_at > full else 1
+        if answer.remaining == 0 and window.limit > self._counted:
+            # More hits than we ever made, yet our request was accepted: evidence against it.
+            window.zeros += 1
             if window.zeros >= LIAR:
                 self._liars.add(window.limit)  # a success outranks a header saying 0 remain
                 del self.windows[window.limit]

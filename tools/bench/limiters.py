@@ -168,14 +168,15 @@ class ModelServer:
     time, on the wall clock. `log` holds (time, status) per request."""
 
     def __init__(self, model: Limiter, fx: Path) -> None:
-        self.model, self.fx, self.log = model, fx, []  # type: Log
+        self.model, self.fx = model, fx
+        self.log: Log = []
         self.lock = threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:
                 ident = self.path.rsplit("/", 1)[-1]
                 with outer.lock:
                     now = time.time()
