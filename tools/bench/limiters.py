@@ -359,6 +359,8 @@ def run_case(report: Report, case: Case) -> None:
     if not log:
         raise RuntimeError(f"{case.name}: the server saw no request (exit {done.code})")
     real = figures_of(log, resolved, case.allowed, ideal)
+    if os.environ.get("BENCH_REFUSALS"):  # when each refusal came, seconds from the first request
+        say(f"  refused at {[round(t - log[0][0], 2) for t, s in log if s in (429, 503)]}")
     sim = simulated(case, ideal)
     say(
         f"  exit {done.code}; {resolved} of {case.ids} resolved; {real.requests} requests, "
