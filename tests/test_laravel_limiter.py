@@ -63,10 +63,10 @@ def test_laravel_throttle_costs_at_most_one_429_per_window_learned(tmp_path: Pat
                 break
             except OSError:
                 time.sleep(0.05)
+        args = ["run", "ids.csv", "--db", "jobs.db", "--out", "out", "-q", "--no-prefilter"]
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "batchmap", "run", "ids.csv", "--db", "jobs.db"]
-            + ["--out", "out", "--base-url", f"http://127.0.0.1:{port}", "-q", "--no-prefilter"],
+            [sys.executable, "-m", "batchmap", *args, "--base-url", f"http://127.0.0.1:{port}"],
             cwd=tmp_path,
             env=cli_env(IDENTIFAI_API_KEY="testkey"),
             capture_output=True,
