@@ -246,9 +246,10 @@ class Pacer:
         if status == 429 and not wait and said.reset:
             wait = min(said.reset, MAX_PAUSE)  # no Retry-After, but the window's end is named
         pause = 0.0
-        if status in (429, 503):
+        if status == 429:
             pause = wait or self._pause_floor() * 2.0 ** self._strike(sent_at, now)
-            pause = max(pause, self._pause_floor()) if status == 503 else pause
+        elif status == 503:  # an outage's, maybe: health.Health decides about those
+            pause = max(wait or 0.0, self._pause_floor())
         elif status < 500 and sent_at >= self._struck_at:
             self._strikes = 0
         answer = Answer(
@@ -268,15 +269,17 @@ class Pacer:
             why = "" if wait is None else f", Retry-After {wait:g}s"
             # A 429 that names no wait: one request goes first when it ends (a limiter that
             # counts refusals sees one, not the pool's every worker).
-            self.pause(now + pause, f"rate limited ({status}{why})", probe=not wait)
+            self.pause(
+                now + pause, f"rate limited ({status}{why})", probe=status == 429 and not wait
+            )
         strategies: tuple[Strategy, ...] = (self.windows, self.aimd)
         for strategy in strategies:
             advice = strategy.learn(answer)
             if advice.until:
                 self.pause(advice.until, advice.reason)
-        rate = self.rate
-        if rate:  # the next start keeps the pace from this request, the scout's too
-            self._next_start = max(self._next_start, sent_at + 1.0 / rate)
+        rate, scout = self.rate, answer.rate is None
+        if rate:  # the next start keeps the pace from this request (the scout's: its answer)
+            self._next_start = max(self._next_start, (now if scout else sent_at) + 1.0 / rate)
 
     def _strike(self, sent_at: float, now: float) -> int:
         # A refusal that names no wait, to a request sent since the last such pause: one more

@@ -217,8 +217,9 @@ class FixedWindows:
         else:
             window.zeros = 0
         advice = self._on_counted(window, answer, hit=window.limit - answer.remaining)
-        if advice.until and window is self._pacing() and window.limit <= self._counted:
-            return NOTHING  # our pace alone keeps the shortest window; pausing loses time
+        sure = window.low == 1 or window.high <= window.low  # its W cannot be shorter
+        if advice.until and sure and window is self._pacing() and window.limit <= self._counted:
+            return NOTHING  # our pace alone keeps that window; pausing loses time
         if advice.until and answer.reset is not None:
             advice = replace(advice, until=answer.at + answer.reset)  # the server said when
         return advice

@@ -63,8 +63,12 @@ WINDOW_CASES = {
     "fewest-left headers: the first success after a full window opens the next": WindowCase(
         (refused(10.0, 60, 50), ok(40.0, 2, 1), refused(95.5, 60, 5)), 60, low=60
     ),
-    "a limit of one: the pace (one per W) keeps it, no pause on top": WindowCase(
-        (ok(0.0, 1, 0), refused(0.5, 1, 3), ok(3.5, 1, 0)), 1, low=3, high=4
+    "a limit of one whose W is not sure (3 or 4 s): the pool waits the longest out": WindowCase(
+        (ok(0.0, 1, 0), refused(0.5, 1, 3), ok(3.5, 1, 0)),
+        1,
+        low=3,
+        high=4,
+        advice=Advice(3.5 + 4, "quota of 1 used up"),
     ),
     "a non-integer Retry-After (not Laravel) still bounds W from below": WindowCase(
         (ok(0.0, 10, 9), refused(0.5, 10, 1.5)), 10, low=1
