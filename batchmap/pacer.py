@@ -21,12 +21,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchmap.pacers import MAX_LIMIT, Aimd, Answer, FixedWindows, Strategy, finite
+from batchmap.pacers import MAX_LIMIT, MAX_WINDOW, Aimd, Answer, FixedWindows, Strategy, finite
 from batchmap.policy import retry_after
 
 MAX_PAUSE = 3600.0  # seconds: the longest the pacer holds the pool for any single signal
-PAUSE_FLOOR = 0.5  # longest pause for a 429 whose Retry-After is 0 or absent: never at once
-_DIGITS = re.compile(r"\s*(\d{1,9})\s*")
+# The first pause for a 429 whose Retry-After is 0 or absent (never at once); each such 429
+# in a row doubles it, up to MAX_PAUSE: a sliding window that counts refusals (a minute's,
+# issue 16) needs silence, not a refusal every half second (7 in a row reach a minute).
+PAUSE_FLOOR = 0.5
+_DIGITS = re.compile(r"\s*(\d{1,12})\s*")
+_WINDOW = re.compile(r";\s*w=(\d{1,9})")
+_ITEM = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[A-Za-z*][\w:./*-]*)((?:\s*;\s*[a-z*][\w.*-]*=[^;,]*)*)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +51,77 @@ def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _rate_headers(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
-    """(limit, remaining), each None unless sane: a limit of 1..MAX_LIMIT, remaining <= it."""
-    limit = _header_int(headers, "x-ratelimit-limit")
+@dataclass(frozen=True, slots=True)
+class RateHeaders:
+    """What an answer's rate headers say, each field None unless sane."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None  # seconds from now until the shown window ends
+    window: float | None = None  # the shown window's length in seconds
+
+
+def _items(value: str | None) -> dict[str, dict[str, str]]:
+    # A structured-field list (RFC 8941), as far as the ratelimit headers use it:
+    # `"name";q=100;w=60, "other";q=5` -> {"name": {"q": "100", "w": "60"}, ...}.
+    found: dict[str, dict[str, str]] = {}
+    for part in (value or "").split(",")[:16]:
+        match = _ITEM.fullmatch(part.strip())
+        if match:
+            params = (p.split("=", 1) for p in match.group(2).split(";") if "=" in p)
+            found[match.group(1).strip('"')] = {k.strip(): v.strip() for k, v in params}
+    return found
+
+
+def _int(text: str | None) -> int | None:
+    match = _DIGITS.fullmatch(text) if isinstance(text, str) else None
+    return int(match.group(1)) if match else None
+
+
+def _ietf(headers: Mapping[str, str]) -> tuple[int | None, int | None, int | None, int | None]:
+    """(limit, remaining, reset, window) from draft-ietf-httpapi-ratelimit-headers: the
+    structured `RateLimit-Policy` + `RateLimit` pair, or draft 7's `RateLimit-Limit`,
+    `-Remaining`, `-Reset` (delta seconds; the limit may carry `;w=`)."""
+    now = _items(headers.get("ratelimit"))
+    if now:
+        name, said = next(iter(now.items()))
+        policy = _items(headers.get("ratelimit-policy")).get(name, {})
+        return (
+            _int(policy.get("q")),
+            _int(said.get("r")),
+            _int(said.get("t")),
+            _int(policy.get("w")),
+        )
+    limit_text = headers.get("ratelimit-limit")
+    if not isinstance(limit_text, str):
+        return None, None, None, None
+    window = _WINDOW.search(limit_text)
+    return (
+        _int(limit_text.split(",")[0].split(";")[0]),
+        _header_int(headers, "ratelimit-remaining"),
+        _header_int(headers, "ratelimit-reset"),
+        _int(window.group(1)) if window else None,
+    )
+
+
+def _rate_headers(headers: Mapping[str, str], wall: float) -> RateHeaders:
+    """The IETF headers, else `X-RateLimit-*` (whose Reset may be epoch seconds, Laravel's
+    and GitHub's, or a delta); nothing unless the limit is 1..MAX_LIMIT, remaining below it,
+    reset and window within a day. Headers are untrusted evidence."""
+    limit, remaining, reset, window = _ietf(headers)
+    if limit is None:
+        limit = _header_int(headers, "x-ratelimit-limit")
+        remaining = _header_int(headers, "x-ratelimit-remaining")
+        reset, window = _header_int(headers, "x-ratelimit-reset"), None
     if limit is None or not 1 <= limit <= MAX_LIMIT:
-        return None, None
-    remaining = _header_int(headers, "x-ratelimit-remaining")
-    return limit, remaining if remaining is not None and remaining < limit else None
+        return RateHeaders()
+    when = None if reset is None else float(reset) - (wall if reset > MAX_WINDOW else 0.0)
+    return RateHeaders(
+        limit,
+        remaining if remaining is not None and remaining < limit else None,
+        when if when is not None and 0.0 <= when <= MAX_WINDOW else None,
+        float(window) if window and window <= MAX_WINDOW else None,
+    )
 
 
 def _wait(headers: Mapping[str, str]) -> float | None:
@@ -85,6 +154,8 @@ class Pacer:
         self._scout_sent: float | None = None  # when the scout's request started
         self._scouted = False  # the opening scout went
         self._probe = False  # a pause asked that one request go first when it ends
+        self._strikes = 0  # 429s in a row that named no wait
+        self._struck_at = -math.inf  # when the last of them paused the pool
 
     @property
     def rate(self) -> float | None:
@@ -170,32 +241,52 @@ class Pacer:
         """Learn from one HTTP answer (header names lowercase or an httpx.Headers)."""
         self._end_scouting(sent_at)
         now = self.clock()
-        limit, remaining = _rate_headers(headers)
+        said = _rate_headers(headers, self.wall())
         wait = _wait(headers)
+        if status == 429 and not wait and said.reset:
+            wait = min(said.reset, MAX_PAUSE)  # no Retry-After, but the window's end is named
         pause = 0.0
         if status == 429:
-            pause = wait or self._pause_floor()  # Retry-After is a floor; 0 still pauses
-        elif status == 503:
+            pause = wait or self._pause_floor() * 2.0 ** self._strike(sent_at, now)
+        elif status == 503:  # an outage's, maybe: health.Health decides about those
             pause = max(wait or 0.0, self._pause_floor())
+        elif status < 500 and sent_at >= self._struck_at:
+            self._strikes = 0
         answer = Answer(
             status,
             sent_at=sent_at,
             at=now,
-            limit=limit,
-            remaining=remaining,
+            limit=said.limit,
+            remaining=said.remaining,
             retry_after=wait,
+            reset=said.reset,
+            window=said.window,
             pause=pause,
             rate=self.rate,
             ceiling=self.ceiling(),
         )
         if pause:
-            said = "" if wait is None else f", Retry-After {wait:g}s"
-            self.pause(now + pause, f"rate limited ({status}{said})")
+            why = "" if wait is None else f", Retry-After {wait:g}s"
+            # A 429 that names no wait: one request goes first when it ends (a limiter that
+            # counts refusals sees one, not the pool's every worker).
+            self.pause(
+                now + pause, f"rate limited ({status}{why})", probe=status == 429 and not wait
+            )
         strategies: tuple[Strategy, ...] = (self.windows, self.aimd)
         for strategy in strategies:
             advice = strategy.learn(answer)
             if advice.until:
                 self.pause(advice.until, advice.reason)
+        rate, scout = self.rate, answer.rate is None
+        if rate:  # the next start keeps the pace from this request (the scout's: its answer)
+            self._next_start = max(self._next_start, (now if scout else sent_at) + 1.0 / rate)
+
+    def _strike(self, sent_at: float, now: float) -> int:
+        # A refusal that names no wait, to a request sent since the last such pause: one more
+        # in a row (each doubles the pause). Requests sent before it add nothing.
+        if sent_at > self._struck_at:
+            self._strikes, self._struck_at = min(self._strikes + 1, 24), now
+        return max(0, self._strikes - 1)
 
     def _pause_floor(self) -> float:
         # A few request intervals, at most PAUSE_FLOOR: long enough not to hammer a limiter

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; nor any rate
@@ -24,17 +24,30 @@ EPS = 0.001  # seconds: float rounding allowed for when a bound is rounded to wh
 MAX_OVERTAKE = 32  # answers overtaking an earlier one: more than this is not tracked
 HISTORY = 4096  # answers remembered, to bound when a window began unseen
 
-DECREASE = 0.9  # AIMD: rate after a congestion signal, as a share of the level that met it
+# AIMD. A limiter that may count refusals must see the pace drop under its limit in one step:
+# 0.7 is CUBIC's and botocore's factor (the 0.9 of earlier versions crept down 10% per 429,
+# and a sliding counter that counts refusals got 1.23 requests per id: issue 16).
+DECREASE = 0.7  # rate after a congestion signal, as a share of the level that met it
 RECOVER_TO = 0.97  # ... then won back quickly up to this share of that level
-RECOVER = 0.05  # share of that gap won back per success
+RECOVER = 0.05  # share of that gap won back per success (~60 successes from 0.7 to 0.96)
 PROBE = 0.0003  # then growth per success above it, as a share of the rate
 PROBE_SPEEDUP = 50  # probing successes after which each further 50 doubles the growth
-PROBE_BUDGET = 0.01  # share of requests a probe's 429 (and its pause) may cost at most
-HOLD_FIRST = 50  # successes held at a new level before probing above it
-HOLD_MAX = 100_000  # the most successes ever held before a probe
+# A probe's cost: its 429, the pause times the rate, and the recovery from DECREASE. The hold
+# before the next probe is that cost / PROBE_BUDGET successes, so probing costs at most 1%.
+PROBE_BUDGET = 0.01
+HOLD_MAX = 1_000_000  # the most successes ever held before a probe (a finite bound)
+# A limiter whose first answer names no limit is climbed to from START_RATE, doubling each
+# second, not hit unpaced (4 workers' first burst against nginx's limit_req: four 429s).
+START_RATE = 4.0
 SAME_LEVEL = 0.05  # a 429 within this share of the last level confirms that level
+LIAR = 3  # successes in a row whose header says 0 remain: the header lies (issue 17, item 6)
 MIN_RATE = 0.05  # requests per second: the pacer never stops altogether
-ACCEPTED_WINDOW = 2.0  # seconds of successes behind the measured accepted rate
+# Seconds of successes behind the measured accepted rate: while the rate doubles each second,
+# the last one (saturated, not half the one before); later, all since the rate came back to
+# just under the level, so a bucket's burst is spread thin (over 1 s nginx's burst of 5 read
+# as 25/s for 20/s, and each 429 lowered the level by one: five 1 s pauses to find it), and
+# the climb back from a cut is not counted (it read 14.7/s for 20/s).
+ACCEPTED_WINDOW = 1.0
 MIN_EVIDENCE = 10  # successes in that window before the measure may lower the level
 
 
@@ -48,6 +61,8 @@ class Answer:
     limit: int | None = None
     remaining: int | None = None
     retry_after: float | None = None
+    reset: float | None = None  # seconds until the shown limit's window ends, when said
+    window: float | None = None  # the shown limit's window length, when said (IETF `w`)
     pause: float = 0.0  # seconds the gate holds the pool for it (a 429's or 503's)
     rate: float | None = None  # the rate in force when it was sent
     ceiling: float | None = None  # the rate the user and learned limits allow
@@ -110,6 +125,7 @@ class _Window:
     last_hit: int = 0  # hit number (limit - Remaining) of the last answer about this limit
     full_at: float | None = None  # send time of a request that found the window used up
     counted_mark: int = 0  # answers counted in all when the last about this limit came
+    zeros: int = 0  # successes that said 0 remain with fewer requests made than the limit
 
 
 class FixedWindows:
@@ -118,8 +134,15 @@ class FixedWindows:
     so it lasts between W - 1 and W seconds; `Retry-After` is `end - floor(now)`.
 
     The learner keeps, per limit, the shortest whole W consistent with every answer (each 429
-    proves the window still open, so it only grows on evidence) and paces at L/W. Even pacing
-    at L/W never exceeds L in a window that is at most W long, whatever its phase.
+    proves the window still open, so it only grows on evidence). It paces at L/W of the
+    shortest window only (even pacing at L/W never exceeds L in a window at most W long,
+    whatever its phase) and spends every longer window's quota at that pace, pausing when the
+    headers say it is used up until that window ends (the `Reset` a server names, else its
+    first hit + W): a window's head start is not given up to an average (issue 16).
+
+    Headers are evidence, not orders: a limit whose successes keep saying 0 remain, LIAR times
+    without a 429 and while we have made fewer requests than the limit, is a header that lies
+    (issue 17, item 6), and is ignored from then on.
     """
 
     def __init__(self) -> None:
@@ -131,11 +154,18 @@ class FixedWindows:
         self._counted = 0  # answers the limiter counted, so far
         self._recent: deque[float] = deque(maxlen=MAX_OVERTAKE)  # the last answers' send times
         self._overtake = 0  # the most answers ever seen to overtake an earlier request's
+        self._liars: set[int] = set()  # limits whose headers proved false
 
     @property
     def rate(self) -> float | None:
-        caps = [SAFETY * w.limit / w.low for w in self.windows.values()]
-        return min(caps) if caps else None
+        pacing = self._pacing()
+        return None if pacing is None else SAFETY * pacing.limit / pacing.low
+
+    def _pacing(self) -> _Window | None:
+        # The shortest window sets the pace (the slowest of those equally short).
+        if not self.windows:
+            return None
+        return min(self.windows.values(), key=lambda w: (w.low, w.limit / w.low))
 
     def lengths(self) -> dict[int, float]:
         """Limit -> the window length paced for, in seconds."""
@@ -150,6 +180,8 @@ class FixedWindows:
         if answer.status != 429 and answer.status < 500:
             self._counted += 1
         advice = self._learn(answer)
+        if not advice.until and answer.status != 429 and answer.status < 500:
+            advice = self._count_unshown(answer)
         self._latest_sent = max(self._latest_sent, answer.sent_at)
         self._done.append(answer.at)
         if answer.status != 429 and answer.status < 500:
@@ -158,18 +190,39 @@ class FixedWindows:
 
     def _learn(self, answer: Answer) -> Advice:
         counted = answer.status != 429 and answer.status < 500
+        if answer.limit in self._liars:
+            answer = replace(answer, limit=None, remaining=None, reset=None, window=None)
         if answer.limit is None or answer.status >= 500:
             if counted:
                 self._infer_starts(answer, skip=None)
             return NOTHING
         window = self.windows.setdefault(answer.limit, _Window(answer.limit))
+        if answer.window is not None:  # stated outright (IETF `w`): no need to learn it
+            window.low = max(1, math.ceil(answer.window - EPS))
+            window.high, window.soft = float(window.low), False
         if answer.status == 429:
+            window.zeros = 0  # a 429 bears the header out
             self._on_refused(window, answer)
             return NOTHING  # the gate pauses for Retry-After
         self._infer_starts(answer, skip=window.limit)
         if answer.remaining is None:
             return NOTHING
-        return self._on_counted(window, answer, hit=window.limit - answer.remaining)
+        if answer.remaining == 0 and window.limit > self._counted:
+            # More hits than we ever made, yet our request was accepted: evidence against it.
+            window.zeros += 1
+            if window.zeros >= LIAR:
+                self._liars.add(window.limit)  # a success outranks a header saying 0 remain
+                del self.windows[window.limit]
+                return NOTHING
+        else:
+            window.zeros = 0
+        advice = self._on_counted(window, answer, hit=window.limit - answer.remaining)
+        sure = window.low == 1 or window.high <= window.low  # its W cannot be shorter
+        if advice.until and sure and window is self._pacing() and window.limit <= self._counted:
+            return NOTHING  # our pace alone keeps that window; pausing loses time
+        if advice.until and answer.reset is not None:
+            advice = replace(advice, until=answer.at + answer.reset)  # the server said when
+        return advice
 
     # The server counts a request at some moment between its send time and its answer's
     # arrival: bounds use the send time of the later request and the arrival of the earlier.
@@ -217,7 +270,23 @@ class FixedWindows:
             # a pause that ends too soon costs one 429, whose Retry-After then says when.
             start = self._done[-hit] if len(self._done) >= hit else answer.at
         window.full_at = answer.sent_at
-        return Advice(start + window.low, f"quota of {window.limit} per {window.low}s used up")
+        return Advice(start + _longest(window), f"quota of {window.limit} used up")
+
+    def _count_unshown(self, answer: Answer) -> Advice:
+        # A limit the headers do not show (Laravel shows the one with the fewest left, and
+        # on a tie the first) still counts each accepted request: when ours fill a window
+        # whose start is known, wait for its end without a 429 to say so.
+        pacing = self._pacing()
+        for window in self.windows.values():
+            start = window.start
+            if window.limit == answer.limit or window is pacing or start is None:
+                continue
+            if answer.at > start and window.full_at is None and not self._reordered:
+                window.last_hit += 1
+                if window.last_hit >= window.limit:
+                    window.full_at = answer.sent_at
+                    return Advice(start + _longest(window), f"quota of {window.limit} used up")
+        return NOTHING
 
     def _infer_starts(self, answer: Answer, *, skip: int | None) -> None:
         # An accepted request sent after one that found a window used up opens the next
@@ -269,6 +338,12 @@ class FixedWindows:
             self.windows[int(limit)] = _Window(int(limit), low=low, soft=True)
 
 
+def _longest(window: _Window) -> float:
+    # A pause for a used-up quota waits for the longest W the evidence allows: a 429's whole
+    # seconds leave W one second open (identifAI's minute read as 59 s cost a 429 a window).
+    return float(window.low) if window.high <= window.low else float(window.low + 1)
+
+
 def _at_least(window: _Window, length: int) -> None:
     if length > window.low:
         window.low = min(length, int(MAX_WINDOW))
@@ -300,9 +375,10 @@ class Aimd:
 
     A congestion signal (a headerless 429, a 503) cuts the rate once per round to DECREASE of
     the level it met; successes win it back quickly to RECOVER_TO of that level, hold there,
-    then probe slowly above it. A probe's 429 costs the request and its pause times the rate,
-    so the hold is sized to keep that cost within PROBE_BUDGET, and grows each time the same
-    level is confirmed. The level is only lowered on evidence: successes actually measured.
+    then probe slowly above it. A probe's 429 costs the request, its pause times the rate, and
+    the recovery (`probe_cost`), so the hold is that cost / PROBE_BUDGET successes: probing
+    costs at most PROBE_BUDGET of the requests, whatever the pause; it doubles each time the
+    same level is confirmed. The level is only lowered on evidence: successes measured.
     """
 
     def __init__(self) -> None:
@@ -314,7 +390,9 @@ class Aimd:
         self._probes = 0
         self._last_cut = -math.inf
         self._fresh = 0  # successes since the last cut
-        self._accepted: deque[float] = deque()
+        self._accepted: deque[float] = deque(maxlen=HISTORY)
+        self._resumed: float | None = None  # the rate the last cut resumed at
+        self._since = math.inf  # when the rate last climbed back to RECOVER_TO of the level
 
     def learn(self, answer: Answer) -> Advice:
         if is_congestion(answer):
@@ -323,53 +401,73 @@ class Aimd:
         elif answer.status < 500:
             self._accepted.append(answer.at)
             self._fresh += 1
+            if self.rate is None and self.level is None and answer.limit is None:
+                self.rate, self._climbing = START_RATE, True  # nothing said: a slow start
+            recovering = self._recovering()
             self._grow(answer.ceiling)
+            if recovering and not self._recovering():
+                self._since = answer.at
         return NOTHING
 
-    def accepted_rate(self, now: float) -> tuple[float, int]:
-        """Successes per second over the last ACCEPTED_WINDOW seconds, and how many."""
-        while self._accepted and self._accepted[0] < now - ACCEPTED_WINDOW:
+    def accepted_rate(self, now: float, since: float | None = None) -> tuple[float, int]:
+        """Successes per second over the last ACCEPTED_WINDOW seconds (or since `since`, if
+        earlier), and how many."""
+        since = now - ACCEPTED_WINDOW if since is None else min(since, now - ACCEPTED_WINDOW)
+        while self._accepted and self._accepted[0] < min(since, now - ACCEPTED_WINDOW, self._since):
             self._accepted.popleft()
-        # At least a one-second span: a burst inside a fraction of a second counts per second.
-        span = max(1.0, now - self._accepted[0]) if self._accepted else 1.0
-        return len(self._accepted) / span, len(self._accepted)
+        times = [t for t in self._accepted if t >= since]
+        if len(times) < 2 or times[-1] - times[0] < 0.5:
+            return len(times) / 1.0, len(times)  # a burst in an instant counts per second
+        # Intervals between successes, not successes per whole second: 20 a second read 19.
+        return (len(times) - 1) / (times[-1] - times[0]), len(times)
 
     def _cut(self, answer: Answer) -> None:
         fresh, self._fresh = self._fresh, 0
         first = self._last_cut == -math.inf
         self._last_cut = answer.at
         sent = answer.rate if answer.rate is not None else self.rate
+        probing = self._climbing or self._probes > 0 or self.level is None
+        # Climbing or probing, the last second is saturated; holding, all since the hold began.
+        measured, evidence = self.accepted_rate(answer.at, None if probing else self._since)
+        self._since = math.inf
         if fresh == 0 and (sent is None or self.level is not None or not first):
             # Nothing accepted since the last cut (a storm, an outage, a 429 first thing):
             # no news about the level, and the pause is answer enough. Only a first 429 at
             # a rate the user set, with no level learned, still slows the pace.
             return
-        measured, evidence = self.accepted_rate(answer.at)
         if sent is None:
             # Unpaced until now: start from what was accepted lately and climb fast.
             self.rate = max(MIN_RATE, min(measured, answer.ceiling or measured))
             self._climbing = True
             return
-        if self._climbing:
-            # The rate doubled each second: what was accepted lately lags; the limit lies
-            # between half the rate sent and the rate sent.
-            level = sent * DECREASE
+        if self._recovering() and self._resumed is not None:
+            # Refused on the way back up: the limit lies between the rate
+            # resumed at after the last cut (accepted) and the rate sent now. Bisect (a
+            # bucket's burst hid the limit, and each 429 lowered the level by 3%: six pauses).
+            level = (sent + self._resumed) / 2
         elif evidence >= MIN_EVIDENCE:
             # A saturated limiter accepts just its own rate: trust that over the rate sent.
             level = min(sent, measured)
+        elif self._climbing:
+            # The rate doubled each second: the limit lies between half the rate sent and it.
+            level = sent * DECREASE
         else:
             level = sent
         level = max(MIN_RATE, level)
         same = self.level is not None and abs(level / self.level - 1.0) <= SAME_LEVEL
         self.confirmed = self.confirmed + 1 if same else 0
         self.level = level
-        self.rate = max(MIN_RATE, level * DECREASE)
-        self._climbing = False
+        self.rate = self._resumed = max(MIN_RATE, level * DECREASE)
+        # A level met while climbing is a guess (the limit lies between half the rate sent
+        # and it): probe above it at once. One met later is held, at PROBE_BUDGET's price.
+        guessed, self._climbing = self._climbing, False
         self._probes = 0
-        cost = 1.0 + answer.pause * level  # the probe's request and the requests its pause costs
-        self._hold = int(
-            min(HOLD_MAX, HOLD_FIRST * 4**self.confirmed, cost / PROBE_BUDGET * 2**self.confirmed)
-        )
+        self._hold = int(min(HOLD_MAX, probe_cost(answer.pause, level) / PROBE_BUDGET))
+        self._hold = 0 if guessed else min(HOLD_MAX, self._hold * 2**self.confirmed)
+
+    def _recovering(self) -> bool:
+        level, rate = self.level, self.rate
+        return level is not None and rate is not None and rate < 0.999 * RECOVER_TO * level
 
     def _grow(self, ceiling: float | None) -> None:
         # Growth is counted in requests, not seconds, so the share of 429s stays small at any
@@ -400,4 +498,16 @@ class Aimd:
         if self.level is None or lift:
             return
         self.rate = RECOVER_TO * self.level  # the rate it was sending at may have been mid-cut
-        self._hold = min(HOLD_MAX, HOLD_FIRST * 4**self.confirmed)
+        # The pause is not known: a second's (nginx's Retry-After: 1) is the usual price.
+        self._hold = int(min(HOLD_MAX, probe_cost(1.0, self.level) / PROBE_BUDGET))
+        self._hold = min(HOLD_MAX, self._hold * 2**self.confirmed)
+
+
+def probe_cost(pause: float, level: float) -> float:
+    """Requests a probe that meets the limit costs: its 429, the requests its pause forgoes at
+    `level`, and those forgone while the rate climbs back from DECREASE to RECOVER_TO."""
+    cost, rate = 1.0 + pause * level, DECREASE * level
+    while rate < 0.999 * RECOVER_TO * level:
+        cost += level / rate - 1.0  # one success at `rate` takes the time of level/rate
+        rate += (RECOVER_TO * level - rate) * RECOVER
+    return cost

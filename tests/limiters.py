@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import math
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -298,3 +298,147 @@ def figures(log: Log, *, allowed: float, steady_after: float) -> Figures:
         refused=(len(statuses) - answered) / len(statuses),
         per_id=len(statuses) / max(1, answered),
     )
+
+
+# ----------------------------------------------------------- other people's limiter shapes
+
+
+def _fewest_left(shown: list[tuple[int, int, float]]) -> tuple[int, int, float]:
+    # (limit, left, end) of the limit with the fewest requests left, first on ties.
+    return min(shown, key=lambda item: item[1])
+
+
+@dataclass
+class LimitsPackage:
+    """Fixed windows as the `limits` package keeps them (Flask-Limiter, SlowAPI): each window
+    opens at its first hit and lasts exactly W seconds. Successes and 429s carry
+    `X-RateLimit-Limit/-Remaining/-Reset` (Reset: epoch seconds, whole) of the limit with the
+    fewest left; a 429 adds `Retry-After` (whole seconds, rounded up). Refusals count nowhere.
+    With `ietf`, the same windows speak draft-ietf-httpapi-ratelimit-headers' structured form
+    instead: `RateLimit-Policy: "p0";q=L;w=W, ...` and `RateLimit: "pN";r=left;t=seconds`,
+    and a 429 carries no Retry-After."""
+
+    limits: tuple[tuple[int, float], ...]
+    ietf: bool = False
+    starts: dict[int, float] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        for index, (_, window) in enumerate(self.limits):
+            if index not in self.starts or now >= self.starts[index] + window:
+                self.starts[index], self.counts[index] = now, 0
+        full = [i for i, (limit, _) in enumerate(self.limits) if self.counts[i] >= limit]
+        if not full:
+            for index in range(len(self.limits)):
+                self.counts[index] += 1
+        shown = [
+            (limit, limit - self.counts[i], self.starts[i] + window, i)
+            for i, (limit, window) in enumerate(self.limits)
+        ]
+        limit, left, end, index = min(shown, key=lambda item: item[1])
+        headers: dict[str, str]
+        if self.ietf:
+            policy = ", ".join(f'"p{i}";q={q};w={w:g}' for i, (q, w) in enumerate(self.limits))
+            wait = max(0, math.ceil(end - now))
+            headers = {"ratelimit-policy": policy, "ratelimit": f'"p{index}";r={left};t={wait}'}
+        else:
+            headers = {
+                "x-ratelimit-limit": str(limit),
+                "x-ratelimit-remaining": str(left),
+                "x-ratelimit-reset": str(math.ceil(end)),
+            }
+            if full:
+                headers["retry-after"] = str(max(1, math.ceil(end - now)))
+        return (429 if full else 200), headers
+
+
+@dataclass
+class SlidingLog:
+    """A sliding-window limiter that counts every request, refused ones too (a proxy that
+    logs each arrival), and answers a bare 429: no Retry-After, no rate headers."""
+
+    limits: tuple[tuple[int, float], ...]
+    seen: list[list[float]] = field(default_factory=list)
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        if not self.seen:
+            self.seen = [[] for _ in self.limits]
+        ok = True
+        for (limit, window), log in zip(self.limits, self.seen, strict=True):
+            while log and log[0] <= now - window:
+                log.pop(0)
+            ok = ok and len(log) < limit
+            log.append(now)
+        return (200 if ok else 429), {}
+
+
+@dataclass
+class LyingRemaining:
+    """Allows `rate` per second (nginx's bucket, burst 5) but every success says
+    `X-RateLimit-Limit: 1000`, `X-RateLimit-Remaining: 0` (issue 17, item 6)."""
+
+    rate: float
+    inner: NginxLimitReq | None = None
+
+    def answer(self, now: float) -> tuple[int, dict[str, str]]:
+        if self.inner is None:
+            self.inner = NginxLimitReq(rate=self.rate, burst=5)
+        status, headers = self.inner.answer(now)
+        if status == 200:
+            headers = {"x-ratelimit-limit": "1000", "x-ratelimit-remaining": "0"}
+        return status, headers
+
+
+def ideal_seconds(make: Callable[[], Limiter], n: int, step: float = 0.005) -> float:
+    """The time from the first to the n-th accepted request of a client that knows the limit:
+    it sends the moment the limiter would accept (never a refused request)."""
+    import copy
+
+    server, now, accepted = make(), 0.0, 0
+    while True:
+        trial = copy.deepcopy(server)
+        if trial.answer(now)[0] < 400:
+            server = trial
+            accepted += 1
+            if accepted == n:
+                return now
+        else:
+            now += step
+
+
+def simulate_ids(
+    pacer: Pacer,
+    server: Limiter,
+    *,
+    ids: int,
+    workers: int = 4,
+    latency: float = 0.004,
+    start: float = 1_700_000_000.25,
+) -> Log:
+    """`workers` workers share `pacer` until `ids` requests were accepted: the CLI's shape
+    (a 429 is asked again, anything else resolves its id). (start time, status) per request."""
+    clock = VirtualClock(start)
+    pacer.clock = pacer.wall = clock
+    pacer.sleep = clock.sleep
+    log: Log = []
+    left = [ids]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            sent = await pacer.wait_turn()
+            if left[0] <= 0:
+                return
+            await clock.sleep(latency / 2)
+            status, headers = server.answer(clock())
+            if status < 400 or status not in (429, 503):
+                left[0] -= 1
+            await clock.sleep(latency / 2)
+            pacer.on_answer(status, headers, sent_at=sent)
+            log.append((sent, status))
+
+    async def pool() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    asyncio.run(clock.drive(pool()))
+    log.sort()
+    return log

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from batchmap.pacer import MAX_PAUSE, PAUSE_FLOOR, Pacer
+from batchmap.pacer import MAX_PAUSE, PAUSE_FLOOR, Pacer, _rate_headers
+from batchmap.pacers import DECREASE
 from tests.limiters import (
     FakeClock,
     FixedWindows,
@@ -198,7 +199,7 @@ def test_whole_second_laravel_windows_run_at_the_slow_limit_with_few_429s(
         pytest.param(
             Laravel(((20, 1), (300, 30)), headers="min"), 10.0, 0.01, 0.02, id="20/s+300/30s"
         ),
-        pytest.param(Laravel(((20, 1), (300, 30))), 10.0, 0.01, 0.1, id="20/s+300/30s-overtaking"),
+        pytest.param(Laravel(((20, 1), (300, 30))), 10.0, 0.02, 0.1, id="20/s+300/30s-overtaking"),
         pytest.param(NginxLimitReq(rate=20.0), 20.0, 0.02, 0.0, id="nginx"),
     ],
 )
@@ -207,12 +208,17 @@ def test_four_workers_with_latency_keep_the_figures(
 ) -> None:
     """Answers arrive 50 ms (up to 90 or 250 ms) after their request, out of order across four
     workers. (nginx without burst refuses any arrivals closer than 1/rate, so there jitter
-    itself caps the rate anyone can reach: it runs without.)"""
+    itself caps the rate anyone can reach: it runs without.) Against fixed windows the pacer
+    spends each window's quota at the short limit's pace and then pauses, so a half run by
+    time cuts windows anywhere: the whole run is the figure there."""
     clock = VirtualClock()
     pacer = Pacer(clock=clock, sleep=clock.sleep, wall=clock)
     log = simulate_pool(pacer, clock, server, seconds=600, workers=4, latency=0.05, jitter=jitter)
     result = figures(log, allowed=allowed, steady_after=300)
-    assert result.steady >= (0.98 if allowed < 20 else 0.95)
+    if allowed < 20:
+        assert result.whole >= 0.98
+    else:
+        assert result.steady >= 0.95
     assert result.refused <= most_refused
 
 
@@ -285,7 +291,7 @@ def test_a_429_on_the_very_first_request_recovers_to_the_limit_within_seconds() 
     log = simulate(pacer, clock, server, seconds=30)
     assert log[0][1] == 429
     window = [status for sent, status in log if 10.0 <= sent - log[0][0] < 30.0]
-    assert window.count(200) >= 0.85 * 20.0 * 20
+    assert window.count(200) >= 0.7 * 20.0 * 20  # climbing, then probing above a guessed level
 
 
 @pytest.mark.parametrize(("status", "retry_after", "least"), [(503, "5", 5.0), (503, None, 0.05)])
@@ -298,7 +304,7 @@ def test_a_503_pauses_the_pool_and_cuts_the_rate_once(
     sent = clock()
     pacer.on_answer(status, headers, sent_at=sent)
     pacer.on_answer(status, headers, sent_at=sent)  # same round: no second cut
-    assert pacer.rate == pytest.approx(9.0)
+    assert pacer.rate == pytest.approx(DECREASE * 10.0)  # one cut, in one step
     started = clock()
     asyncio.run(pacer.wait_turn())
     assert clock() - started >= least
@@ -529,3 +535,90 @@ def test_a_later_shorter_pause_never_shortens_the_one_in_force() -> None:
         return await pacer.wait_turn()
 
     assert asyncio.run(start()) >= clock.now and clock.now >= 1_000_030
+
+
+# -- 429s that name no wait; the rate headers read (issue 16) --------------------------------
+
+
+def test_429s_that_name_no_wait_double_the_pause_until_one_succeeds() -> None:
+    """A limiter that counts refusals needs silence: each refusal in a row doubles the pause
+    (a sliding minute took 1.23 requests per id at a fixed half second)."""
+    clock = FakeClock()
+    pacer = make(clock, max_rate=10.0)
+    pauses = []
+    for headers in ({}, {"retry-after": "0"}, {}, {}):
+        sent = clock()
+        pacer.on_answer(429, headers, sent_at=sent)
+        pauses.append(pacer.paused_until - clock())
+        clock.now = pacer.paused_until
+    assert pauses == pytest.approx([PAUSE_FLOOR * 2**i for i in range(4)])
+    pacer.on_answer(200, {}, sent_at=clock())
+    pacer.on_answer(429, {}, sent_at=clock())
+    assert pacer.paused_until - clock() == pytest.approx(PAUSE_FLOOR)
+
+
+def test_answers_to_requests_sent_before_a_no_wait_pause_do_not_double_it() -> None:
+    clock = FakeClock()
+    pacer = make(clock, max_rate=10.0)
+    sent = clock()
+    for _ in range(4):  # the pool's other requests, in flight when the first 429 came
+        pacer.on_answer(429, {}, sent_at=sent)
+    assert pacer.paused_until - clock() == pytest.approx(PAUSE_FLOOR)
+
+
+HEADERS = {
+    "X-RateLimit-* with an epoch Reset": (
+        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1000020"},
+        (300, 0, 20.0, None),
+    ),
+    "X-RateLimit-Reset as seconds from now": (
+        {"x-ratelimit-limit": "300", "x-ratelimit-remaining": "5", "x-ratelimit-reset": "20"},
+        (300, 5, 20.0, None),
+    ),
+    "IETF draft 7": (
+        {"ratelimit-limit": "100, 100;w=60", "ratelimit-remaining": "50", "ratelimit-reset": "30"},
+        (100, 50, 30.0, 60.0),
+    ),
+    "IETF structured RateLimit-Policy and RateLimit": (
+        {
+            "ratelimit-policy": '"burst";q=20;w=1, "window";q=300;w=30',
+            "ratelimit": '"window";r=12;t=9',
+        },
+        (300, 12, 9.0, 30.0),
+    ),
+    "insane values are no evidence": (
+        {"x-ratelimit-limit": "0", "x-ratelimit-remaining": "-1", "x-ratelimit-reset": "x"},
+        (None, None, None, None),
+    ),
+    "remaining above the limit, a reset a year away: ignored": (
+        {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "11", "x-ratelimit-reset": "31536000"},
+        (10, None, None, None),
+    ),
+}
+
+
+@pytest.mark.parametrize(("headers", "said"), HEADERS.values(), ids=HEADERS.keys())
+def test_rate_headers_are_read_as_evidence(
+    headers: dict[str, str], said: tuple[object, ...]
+) -> None:
+    found = _rate_headers(headers, 1_000_000.0)
+    assert (found.limit, found.remaining, found.reset, found.window) == said
+
+
+def test_a_429_without_retry_after_waits_for_the_reset_the_headers_name() -> None:
+    clock = FakeClock()
+    pacer = make(clock)
+    headers = {"ratelimit-policy": '"w";q=300;w=30', "ratelimit": '"w";r=0;t=12'}
+    pacer.on_answer(429, headers, sent_at=clock())
+    assert pacer.paused_until - clock() == pytest.approx(12.0)
+
+
+def test_the_first_request_goes_alone_and_its_headers_set_the_pace() -> None:
+    """Issue 16: five requests left at once before any answer, three were 429s."""
+    clock = VirtualClock()
+    pacer = Pacer(clock=clock, sleep=clock.sleep, wall=clock)
+    log = simulate_pool(
+        pacer, clock, Laravel(((2, 1), (60, 60)), headers="min"), seconds=60, workers=4
+    )
+    assert log[1][0] - log[0][0] >= 0.05  # the second waited for the first's answer
+    assert sum(1 for _, status in log if status == 429) <= 1  # at most one in the first minute

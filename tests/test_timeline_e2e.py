@@ -24,7 +24,7 @@ IDS = make_ids("timeline-e2e", ok=50, no_heatmap=3, missing=3)
 OUTAGE_AT = 2.0  # seconds after the fake starts: the CLI is sending by then
 OUTAGE_FOR = 3.0
 SERVER_FLAGS = (
-    "--limit", "10/1", "--no-rate-headers",
+    "--limit", "5/1", "--no-rate-headers",
     "--outage-at", str(OUTAGE_AT), "--outage-for", str(OUTAGE_FOR), "--outage-kind", "503",
 )  # fmt: skip
 COUNTERS = (

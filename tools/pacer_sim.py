@@ -8,6 +8,10 @@ identifier. By default one worker and 1 ms latency; with --workers, that many wo
 answers take --latency seconds and arrive out of order. "Steady" is the second half of the
 run: long after learning is over, and the same rule for every limiter. The storm starts a
 minute in, so it counts in the whole-run figures only.
+
+Then the cases `python -m tools.bench limiters` runs on real sockets, simulated (4 workers,
+4 ms answers, until every id is resolved), with the same figures the bench prints beside
+its real runs: requests per id, 429 share, whole-run efficiency against the ideal finish.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from tests.limiters import (
     Storm,
     VirtualClock,
     figures,
+    ideal_seconds,
     simulate,
     simulate_pool,
 )
+from tools.bench.limiters import CASES as REAL_CASES
+from tools.bench.limiters import simulated
 
 CASES: list[tuple[str, float, Callable[[FakeClock | VirtualClock], Limiter]]] = [
     ("laravel 2/1s + 60/60s, whole seconds", 1.0, lambda c: Laravel(((2, 1), (60, 60)))),
@@ -93,6 +100,14 @@ def main() -> None:
         f = figures(log, allowed=allowed, steady_after=seconds / 2)
         print(
             f"{name:48} {f.steady:7.3f} {f.whole:7.3f} {f.refused:7.2%} {f.per_id:7.4f}",
+            flush=True,
+        )
+    print("\nthe real-limiter cases of `python -m tools.bench limiters`, simulated:")
+    print(f"{'case':48} {'whole':>7} {'of_slow':>7} {'429s':>7} {'req/id':>7}")
+    for case in REAL_CASES:
+        g = simulated(case, ideal_seconds(case.model, case.ids))
+        print(
+            f"{case.name:48} {g.whole:7.3f} {g.of_slow:7.3f} {g.share:7.2%} {g.per_id:7.4f}",
             flush=True,
         )
 

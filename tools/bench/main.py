@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tools.bench import chaos, pacing, prefilter, resume, scale, throughput
+from tools.bench import chaos, limiters, pacing, prefilter, resume, scale, throughput
 from tools.bench.common import INFO, Report, SharedData, say
 from tools.bench.processes import Child
 
@@ -26,8 +26,10 @@ SECTIONS: dict[str, Section] = {
     "resume": resume.section_resume,
     "scale": scale.section_scale,
     "chaos": chaos.section_chaos,
+    "limiters": limiters.section_limiters,
+    "limiters-quick": limiters.section_limiters_quick,
 }
-OCCASIONAL = {"chaos"}  # run only when named (`make chaos`)
+OCCASIONAL = {"chaos", "limiters-quick"}  # run only when named (`make chaos`)
 
 
 def summary(report: Report, elapsed: float) -> None:
