@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import shlex
@@ -42,6 +41,7 @@ from batchmap.models import (
     MinuteStats,
     Record,
 )
+from batchmap.timeline import finite
 
 # The released schema (version 1), kept verbatim: new databases start from it and are brought
 # forward by the same steps as old ones, so both end with the same columns in the same order.
@@ -423,11 +423,6 @@ def _refusal(path: Path, inspection: Inspection) -> InputError:
 # -- values ----------------------------------------------------------------------------------
 
 
-def _finite(value: float | None) -> float | None:
-    """Every number saved is finite: NaN and infinities are saved as unknown."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _user_columns(text: str | None) -> dict[str, str] | None:
     """A row's kept CSV columns, decoded; None when there are none (or they are unreadable)."""
     if not text:
@@ -786,7 +781,7 @@ class Store:
                 self._add_minute(run_id, stats)
 
     def _add_minute(self, run_id: int, stats: MinuteStats) -> None:
-        reasons = {k: v for k, v in stats.pause_reasons.items() if _finite(v) is not None}
+        reasons = {k: v for k, v in stats.pause_reasons.items() if finite(v) is not None}
         if reasons:  # merged here: {reason: seconds} adds up key by key
             row = self.conn.execute(
                 "SELECT pause_reasons FROM timeline WHERE run_id = ? AND minute = ?",
@@ -796,16 +791,16 @@ class Store:
                 reasons[reason] = reasons.get(reason, 0.0) + float(seconds)
         counters = [getattr(stats, name) for name in TIMELINE_COUNTERS]
         limits = [
-            [int(limit), window] for limit, window in stats.limits if _finite(window) is not None
+            [int(limit), window] for limit, window in stats.limits if finite(window) is not None
         ]
         self.conn.execute(
             _TIMELINE_UPSERT,
             (
                 run_id,
                 stats.minute,
-                *(value if isinstance(value, int) else _finite(value) or 0.0 for value in counters),
+                *(value if isinstance(value, int) else finite(value) or 0.0 for value in counters),
                 json.dumps(reasons, sort_keys=True) if reasons else "{}",
-                _finite(stats.pacer_rate),
+                finite(stats.pacer_rate),
                 json.dumps(limits),
             ),
         )
@@ -888,7 +883,7 @@ class Store:
                     (
                         None if item.has_heatmap is None else int(item.has_heatmap),
                         item.verdict,
-                        _finite(item.confidence),
+                        finite(item.confidence),
                         item.image_hash,
                         item.image_name,
                         item.raw,
