@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 test: $(BIN)/.installed
 	$(BIN)/ruff check batchmap tests tools
 	$(BIN)/mypy
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n 4 --durations=15
 	$(BIN)/python tools/check_wheel.py
 
 # Everything but the socket and subprocess tests (the `e2e` marker): well under a minute.
