@@ -509,14 +509,13 @@ def export_overlays(
     Needs Pillow: pip install 'batchmap[images]'. Resumable: up-to-date composites are kept.
     Missing or unreadable photos are skipped and listed in OUT/missing-originals.csv.
     """
-    from batchmap.overlays import export_overlays as write_overlays
 
     def show(count: int) -> None:
         if count % 100 == 0:
             click.echo(f"\r{count:,} rows done", err=True, nl=False)
 
-    report = write_overlays(
-        db, out, max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet, force=force,
+    report = Job(db).export_overlays(
+        out, max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet, force=force,
         on_row=show if sys.stderr.isatty() else None,
     )  # fmt: skip
     if sys.stderr.isatty():
