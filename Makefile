@@ -18,7 +18,7 @@ test: $(BIN)/.installed
 
 # Everything but the socket and subprocess tests (the `e2e` marker): well under a minute.
 test-fast: $(BIN)/.installed
-	$(BIN)/pytest -q -m "not e2e" --durations=5
+	$(BIN)/pytest -q -m "not e2e" -n 2 --durations=5
 
 demo: $(BIN)/.installed
 	$(BIN)/python tools/demo.py

@@ -413,7 +413,10 @@ def check_final_states(rows: dict[str, Row], identifiers: Sequence[str], out: Pa
 # is e2e when its module says so (`*_e2e.py`, the crash test), when it uses a fixture that
 # starts a server or the CLI, or when it is marked by hand (`pytestmark = pytest.mark.e2e`).
 _E2E_FIXTURES = {"workspace", "fake_server_factory", "shared_fake"}
-_E2E_MODULES = {"test_crash", "test_fakeserver", "test_hostile", "test_fetch_hostile"}
+_E2E_MODULES = {
+    "test_crash", "test_fakeserver", "test_hostile", "test_fetch_hostile", "test_laravel_limiter",
+    "test_readme",
+}  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
