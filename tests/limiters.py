@@ -430,7 +430,7 @@ def simulate_ids(
                 return
             await clock.sleep(latency / 2)
             status, headers = server.answer(clock())
-            if status < 400 or status not in (429, 503):
+            if status not in (429, 503):  # a refusal is asked again; anything else resolves its id
                 left[0] -= 1
             await clock.sleep(latency / 2)
             pacer.on_answer(status, headers, sent_at=sent)
