@@ -13,6 +13,7 @@ from pathlib import Path
 
 from batchmap.errors import InputError
 from batchmap.files import Layout
+from batchmap.numeric import finite
 from batchmap.policy import BACKOFF_BASE
 
 DEFAULT_BASE_URL = "https://backend.identifai.net"
@@ -23,8 +24,9 @@ DEFAULT_TIMEOUT = 30.0  # seconds for one whole request
 DEFAULT_MAX_BODY = 32 * MIB  # a heatmap is a few hundred KB; a larger answer is refused
 
 
-def _finite(option: str, value: float, *, low: float, high: float = math.inf) -> None:
-    if not (math.isfinite(value) or value == high == math.inf) or not low <= value <= high:
+def _in_range(option: str, value: float, *, low: float, high: float = math.inf) -> None:
+    # An unbounded option (--max-wait inf) may be infinite; nothing may be NaN or out of range.
+    if finite(value, low=low, high=high) is None and not value == high == math.inf:
         shown = f"between {low:g} and {high:g}" if math.isfinite(high) else f"at least {low:g}"
         raise InputError(f"{option} {value!r}: expected a number {shown}")
 
@@ -44,7 +46,7 @@ class Api:
     max_body: int = DEFAULT_MAX_BODY
 
     def __post_init__(self) -> None:
-        _finite("--timeout", self.timeout, low=0.1, high=3600.0)
+        _in_range("--timeout", self.timeout, low=0.1, high=3600.0)
         _whole("--max-body", self.max_body, low=1024, high=1024 * MIB)
 
 
@@ -62,11 +64,11 @@ class Pace:
     def __post_init__(self) -> None:
         _whole("--concurrency", self.concurrency, low=1, high=256)
         if self.max_rate is not None:
-            _finite("--max-rate", self.max_rate, low=0.01, high=10_000.0)
+            _in_range("--max-rate", self.max_rate, low=0.01, high=10_000.0)
         _whole("--max-attempts", self.max_attempts, low=1, high=100)
-        _finite("--backoff-base", self.backoff_base, low=0.0, high=60.0)
-        _finite("--max-wait", self.max_wait, low=1.0, high=7 * 86400.0)
-        _finite("--outage-limit", self.outage_limit, low=1.0, high=30 * 86400.0)
+        _in_range("--backoff-base", self.backoff_base, low=0.0, high=60.0)
+        _in_range("--max-wait", self.max_wait, low=1.0, high=7 * 86400.0)
+        _in_range("--outage-limit", self.outage_limit, low=1.0, high=30 * 86400.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from batchmap import timeline
+from batchmap.numeric import finite
 
 
 @cache
@@ -35,7 +35,7 @@ def image_src(path: str, report_dir: Path) -> str:
 
 def confidence_text(value: Any) -> str:
     """A confidence as a percentage: 0..1 is a fraction, 1..100 already a percentage."""
-    number = timeline.finite(value)
+    number = finite(value)
     if number is None or number < 0:
         return ""
     percent = number * 100 if number <= 1 else number

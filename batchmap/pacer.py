@@ -1,7 +1,7 @@
 """One pacer shared by every worker: the gate that decides when a request may start.
 
 Like rclone's lib/pacer (`pacer.go` apart from `pacers.go`), the mechanism lives here and the
-learning in strategies (batchmap/pacers.py): `FixedWindows` for Laravel's `X-RateLimit-*`
+learning in strategies (batchmap/strategies.py): `FixedWindows` for Laravel's `X-RateLimit-*`
 windows, `Aimd` for limiters that send no rate headers. The gate hands out start times at the
 lowest rate the strategies and `--max-rate` allow, holds the whole pool during a pause (a 429
 pauses everyone, not one worker), and lets one scout go first when it knows nothing yet or
@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchmap.pacers import MAX_LIMIT, MAX_WINDOW, Aimd, Answer, FixedWindows, Strategy, finite
+from batchmap.numeric import finite
 from batchmap.policy import retry_after
+from batchmap.strategies import MAX_LIMIT, MAX_WINDOW, Aimd, Answer, FixedWindows, Strategy
 
 MAX_PAUSE = 3600.0  # seconds: the longest the pacer holds the pool for any single signal
 # The first pause for a 429 whose Retry-After is 0 or absent (never at once); each such 429
@@ -126,7 +127,7 @@ def _rate_headers(headers: Mapping[str, str], wall: float) -> RateHeaders:
 
 def _wait(headers: Mapping[str, str]) -> float | None:
     """Retry-After in seconds, finite, at most MAX_PAUSE; None when absent or unusable."""
-    seconds = finite(retry_after(headers))  # policy's own checks, and ours: inf is absent
+    seconds = finite(retry_after(headers), low=0.0)  # policy checks too; inf is absent
     return None if seconds is None else min(seconds, MAX_PAUSE)
 
 

@@ -22,6 +22,7 @@ import backoff
 
 from batchmap.errors import InputError
 from batchmap.models import Classification, Failure, Meaning
+from batchmap.numeric import finite
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_MAX_SIDE = 16384  # pixels: a heatmap is far smaller; browsers refuse to draw much larger
@@ -140,7 +141,7 @@ def read_classifications(
     """
     try:
         data = json.loads(
-            body, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int
+            body, parse_constant=_no_constant, parse_float=finite, parse_int=_bounded_int
         )
     except (ValueError, RecursionError):
         return (), "a body that is not JSON"
@@ -200,11 +201,6 @@ def _json_text(item: dict[str, object]) -> str:
 
 def _no_constant(name: str) -> None:
     return None  # NaN, Infinity, -Infinity: not JSON (RFC 8259), read as null
-
-
-def _finite_float(text: str) -> float | None:
-    value = float(text)
-    return value if math.isfinite(value) else None  # 1e400 overflows to inf
 
 
 def _bounded_int(text: str) -> int | float | None:

@@ -17,6 +17,7 @@ from batchmap import timeline
 from batchmap.errors import InputError
 from batchmap.lock import JobLock
 from batchmap.models import TIMELINE_COLUMNS, JobState, Written
+from batchmap.numeric import finite
 from batchmap.originals import META_KEY as ORIGINALS_KEY
 from batchmap.originals import remembered as remembered_originals
 from batchmap.report_html import write_html
@@ -51,7 +52,7 @@ def status_facts(store: Store, *, now: float | None = None, story: bool = True) 
     by_status, last_activity = store.activity()
     pacer = store.get_meta("pacer") or {}
     moment = time.time() if now is None else now
-    paused_until = timeline.finite(pacer.get("paused_until")) or 0.0
+    paused_until = finite(pacer.get("paused_until")) or 0.0
     facts: dict[str, Any] = {
         "database": str(store.path),
         "total": sum(counts.values()),
@@ -71,7 +72,7 @@ def status_facts(store: Store, *, now: float | None = None, story: bool = True) 
         ),
         "learned_limits": learned_limits(pacer.get("windows")),
         "base_url": store.get_meta("base_url"),
-        "pacer_rate": timeline.finite(pacer.get("rate")),
+        "pacer_rate": finite(pacer.get("rate")),
     }
     if story:
         remaining = counts[JobState.PENDING] + counts[JobState.RUNNING]
@@ -86,7 +87,7 @@ def learned_limits(windows: Any) -> list[dict[str, Any]]:
     """The fixed windows a pacer state saved, as `{limit, window_seconds}`, fewest first."""
     limits = []
     for limit, window in (windows or {}).items() if isinstance(windows, Mapping) else ():
-        count, seconds = timeline.finite(_number(limit)), timeline.finite(window)
+        count, seconds = finite(_number(limit)), finite(window)
         if count is not None and seconds is not None and count > 0 and seconds > 0:
             limits.append({"limit": int(count), "window_seconds": seconds})
     return sorted(limits, key=lambda item: item["limit"])

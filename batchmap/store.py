@@ -41,7 +41,7 @@ from batchmap.models import (
     MinuteStats,
     Record,
 )
-from batchmap.timeline import finite
+from batchmap.numeric import finite
 
 # The released schema (version 1), kept verbatim: new databases start from it and are brought
 # forward by the same steps as old ones, so both end with the same columns in the same order.

@@ -17,6 +17,8 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
+from batchmap.numeric import finite
+
 Row = Mapping[str, Any]
 
 MINUTE = 60.0
@@ -193,14 +195,6 @@ def human_seconds(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def finite(value: Any) -> float | None:
-    """`value` as a float when it is a finite number, else None (JSON never sees inf/nan)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 @lru_cache(maxsize=1 << 16)

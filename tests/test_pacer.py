@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from batchmap.pacer import MAX_PAUSE, PAUSE_FLOOR, Pacer, _rate_headers
-from batchmap.pacers import DECREASE
+from batchmap.strategies import DECREASE
 from tests.limiters import (
     FakeClock,
     FixedWindows,

@@ -178,21 +178,21 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "long-window-averaged",
-        "batchmap/pacers.py",
+        "batchmap/strategies.py",
         "return min(self.windows.values(), key=lambda w: (w.low, w.limit / w.low))",
         "return min(self.windows.values(), key=lambda w: w.limit / w.low)",
         (
-            "tests/test_pacers.py::test_the_pace_is_the_shortest_window_s_not_the_long_window_s_average",
+            "tests/test_strategies.py::test_the_pace_is_the_shortest_window_s_not_the_long_window_s_average",
             "tests/test_laravel_limiter.py",
         ),
         "a window's quota is spent at the short limit's pace, not averaged",
     ),
     Mutation(
         "creeping-cut",
-        "batchmap/pacers.py",
+        "batchmap/strategies.py",
         "DECREASE = 0.7  # rate after a congestion signal",
         "DECREASE = 0.9  # rate after a congestion signal",
-        ("tests/test_pacers.py",),
+        ("tests/test_strategies.py",),
         "a refusal that names no limit cuts the pace under it in one step",
     ),
     Mutation(
@@ -205,10 +205,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "header-outranks-successes",
-        "batchmap/pacers.py",
+        "batchmap/strategies.py",
         "if window.zeros >= LIAR:",
         "if False:",
-        ("tests/test_pacers.py::test_a_header_that_successes_contradict_is_ignored",),
+        ("tests/test_strategies.py::test_a_header_that_successes_contradict_is_ignored",),
         "a success outranks a header saying 0 remain",
     ),
     Mutation(

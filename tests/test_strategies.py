@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from batchmap.pacers import (
+from batchmap.strategies import (
     DECREASE,
     LIAR,
     NOTHING,

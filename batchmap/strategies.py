@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from batchmap.numeric import finite
+
 MAX_LIMIT = 1_000_000  # an X-RateLimit-Limit above this is absurd and ignored; nor any rate
 MAX_WINDOW = 86_400.0  # a window longer than a day is not learned
 SAFETY = 0.995  # pace at this share of a learned fixed-window limit: room for timing jitter
@@ -95,17 +97,6 @@ class Strategy(Protocol):
 def is_congestion(answer: Answer) -> bool:
     """A 429 without a usable limit header, or a 503: a limiter that says nothing of its rate."""
     return answer.status == 503 or (answer.status == 429 and answer.limit is None)
-
-
-def finite(value: object, *, low: float = 0.0, high: float = math.inf) -> float | None:
-    """`value` as a float in [low, high], or None for anything else (garbage, NaN, inf)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) and low <= number <= high else None
 
 
 # ------------------------------------------------------------------------ fixed windows
