@@ -44,6 +44,7 @@ from batchmap.prefilter import META_KEY as PREFILTER_KEY
 from batchmap.prefilter import NO_PREFILTER_KEY, remembered_unavailable
 from batchmap.runner import Runner, RunSettings, ServerWait, Stop, Tally
 from batchmap.store import Store, check_database
+from batchmap.timeline import ETA_WINDOW
 from batchmap.where import check_sources, say_where
 
 log = logging.getLogger("batchmap")
@@ -52,7 +53,6 @@ TICK_EVERY = 0.5  # seconds between progress snapshots
 # Each stops a run as Ctrl-C does (SIGHUP: a closed ssh session without nohup).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 WAIT_KEY = "server_wait"  # meta: {"until": epoch seconds, "status": HTTP status} a server named
-ETA_WINDOW = 600.0  # at most this much history behind the ETA's rate
 
 
 @dataclass(frozen=True, slots=True)

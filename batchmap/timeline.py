@@ -30,7 +30,9 @@ PAUSED_MINUTE_SECONDS = 30.0
 LONG_PAUSE_SECONDS = 120.0
 # A gap between runs shorter than this is a restart, not the job standing still.
 IDLE_GAP_SECONDS = 120.0
-ETA_WINDOW_MINUTES = 60
+# The most history behind an ETA's rate, live (progress) and saved (status, report): long
+# enough that a fixed window's pause does not swing it, short enough to follow a new pace.
+ETA_WINDOW = 600.0
 SPARKS = "▁▂▃▄▅▆▇█"
 # Answer classes of the timeline, in the order a legend shows them.
 ANSWER_CLASSES: tuple[tuple[str, str], ...] = (
@@ -432,7 +434,7 @@ def totals(minutes: Iterable[Row]) -> Totals:
 
 
 def eta(
-    minutes: Sequence[Row], *, remaining: int, window_minutes: int = ETA_WINDOW_MINUTES
+    minutes: Sequence[Row], *, remaining: int, window_minutes: int = int(ETA_WINDOW // MINUTE)
 ) -> Eta | None:
     """The remaining rows over the finish rate of the last `window_minutes` minutes of running.
 

@@ -251,7 +251,7 @@ def test_eta_uses_running_minutes_only() -> None:
         minute("10:49", run_id=2, finished=30),  # run 2: 10 minutes, 60 finished; 30 idle between
     ]
 
-    estimate = timeline.eta(rows, remaining=600)
+    estimate = timeline.eta(rows, remaining=600, window_minutes=60)
 
     assert estimate is not None
     assert estimate.window_minutes == 20
