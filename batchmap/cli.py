@@ -24,6 +24,7 @@ from batchmap.config import (
     DEFAULT_MAX_BODY,
     DEFAULT_TIMEOUT,
     PACE,
+    PROGRESS_EVERY,
     Api,
     Output,
     Pace,
@@ -265,7 +266,7 @@ def fetch_options(func: F) -> F:
         click.option(
             "--progress-every",
             type=click.FloatRange(0.1, None),
-            default=10.0,
+            default=PROGRESS_EVERY,
             hidden=True,
             help="Seconds between plain progress lines.",
         ),

@@ -22,6 +22,7 @@ DEFAULT_OUT = Path("heatmaps")
 MIB = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0  # seconds for one whole request
 DEFAULT_MAX_BODY = 32 * MIB  # a heatmap is a few hundred KB; a larger answer is refused
+PROGRESS_EVERY = 10.0  # seconds between plain or JSON progress lines (--progress-every)
 
 
 def _in_range(option: str, value: float, *, low: float, high: float = math.inf) -> None:

@@ -13,6 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from batchmap.config import PROGRESS_EVERY
 from batchmap.session import Progress
 from batchmap.timeline import human_seconds, iso
 
@@ -29,7 +30,9 @@ class Mode(StrEnum):
 class ProgressView:
     """Shows each Progress of a run: a live panel, a plain line now and then, or nothing."""
 
-    def __init__(self, mode: Mode, *, console: Console | None = None, every: float = 10.0) -> None:
+    def __init__(
+        self, mode: Mode, *, console: Console | None = None, every: float = PROGRESS_EVERY
+    ) -> None:
         self.mode = mode
         self.console = console or Console(stderr=True)
         self.every = every
