@@ -21,7 +21,9 @@ from rich.table import Table
 from batchmap.config import (
     DEFAULT_BASE_URL,
     DEFAULT_DB,
+    DEFAULT_LAYOUT,
     DEFAULT_MAX_BODY,
+    DEFAULT_OUT,
     DEFAULT_TIMEOUT,
     PACE,
     PROGRESS_EVERY,
@@ -169,13 +171,14 @@ def fetch_options(func: F) -> F:
             "--out",
             type=click.Path(file_okay=False, path_type=Path),
             default=None,
-            help="Where heatmaps go (default: heatmaps/, or what the job remembers).",
+            help=f"Where heatmaps go (default: {DEFAULT_OUT}/, or what the job remembers).",
         ),
         click.option(
             "--layout",
             type=click.Choice([m.value for m in Layout]),
             default=None,
-            help="sharded: OUT/ab/ID.png (default); flat: OUT/ID.png. Remembered by the job.",
+            help=f"sharded: OUT/ab/ID.png; flat: OUT/ID.png (default: {DEFAULT_LAYOUT}). "
+            "Remembered by the job.",
         ),
         click.option(
             "--api-key",

@@ -19,6 +19,7 @@ from batchmap.policy import BACKOFF_BASE
 DEFAULT_BASE_URL = "https://backend.identifai.net"
 DEFAULT_DB = Path("batchmap.db")
 DEFAULT_OUT = Path("heatmaps")
+DEFAULT_LAYOUT = Layout.SHARDED
 MIB = 1024 * 1024
 DEFAULT_TIMEOUT = 30.0  # seconds for one whole request
 DEFAULT_MAX_BODY = 32 * MIB  # a heatmap is a few hundred KB; a larger answer is refused

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from batchmap import originals
-from batchmap.config import DEFAULT_BASE_URL, DEFAULT_OUT, Api, Output, Pace
+from batchmap.config import DEFAULT_BASE_URL, DEFAULT_LAYOUT, DEFAULT_OUT, Api, Output, Pace
 from batchmap.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -331,7 +331,7 @@ class Watch:
 def stored_output(store: Store) -> tuple[Path, Layout]:
     """The output directory and layout the last run used (or the defaults)."""
     out = Path(store.get_meta("out") or DEFAULT_OUT).absolute()
-    return out, Layout(store.get_meta("layout") or Layout.SHARDED)
+    return out, Layout(store.get_meta("layout") or DEFAULT_LAYOUT)
 
 
 def resolve_output(store: Store, wanted: Output) -> tuple[Path, Layout]:
@@ -342,7 +342,7 @@ def resolve_output(store: Store, wanted: Output) -> tuple[Path, Layout]:
     """
     stored_out, stored_layout = store.get_meta("out"), store.get_meta("layout")
     out = (wanted.out or Path(stored_out or DEFAULT_OUT)).absolute()
-    layout = wanted.layout or Layout(stored_layout or Layout.SHARDED)
+    layout = wanted.layout or Layout(stored_layout or DEFAULT_LAYOUT)
     if stored_out is not None and out != Path(stored_out):
         db = store.path
         raise InputError(
