@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack, cast
 
 from batchmap.config import DEFAULT_DB, Api, Output, Pace
 from batchmap.errors import BatchmapError, InputError
@@ -91,28 +91,15 @@ class Job:
             seen, added = store.load_ids(cleaned)
             return LoadStats(read=seen, added=added, duplicates=seen - added, blank=cleaned.blank)
 
-    def run(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        out: PathLike | None = None,
-        layout: Layout | str | None = None,
-        pace: Pace | None = None,
-        timeout: float | None = None,
-        load: PathLike | None = None,
-        column: str | None = None,
-        retry_failed: bool = False,
-        prefilter: bool | None = None,
-        limit: int | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        stop: Stop | None = None,
-    ) -> RunResult:
+    def run(self, **options: Unpack[RunOptions]) -> RunResult:
         """Fetch every unfinished row (after loading `load`, a CSV, if given); blocks.
 
-        `base_url`, `out` and `layout` default to what the job remembers from its first run,
-        `prefilter` to what it remembers too (on unless a run turned it off); `limit` fetches
-        at most that many rows (the rest stay pending). Raises AuthError
+        Keywords (`RunOptions`): `api_key` (required), `base_url`, `out`, `layout`, `pace`,
+        `timeout`, `load`, `column`, `retry_failed`, `prefilter`, `limit`, `images`,
+        `image_column`, `proxy_sees_key`, `on_progress`, `stop`. `base_url`, `out` and
+        `layout` default to what the job remembers from its first run, `prefilter` to what it
+        remembers too (on unless a run turned it off); `limit` fetches at most that many rows
+        (the rest stay pending). Raises AuthError
         (401/403), ApiUnusableError (API unreachable, every first answer 404, a wait over
         `pace.max_wait`), StorageError, InputError; returns a RunResult otherwise, also when
         stopped (`interrupted`). Inside a running event loop (a notebook), use
@@ -128,39 +115,17 @@ class Job:
                 "async function): use `await job.arun(...)` there, with the same arguments"
             )
         with _in_api_terms():
-            api, pace_, output = _configs(api_key, base_url, out, layout, pace, timeout, limit)
-            return self.fetch(
-                api, pace_, output, load=load, column=column, retry_failed=retry_failed,
-                prefilter=prefilter, limit=limit, on_progress=on_progress, stop=stop,
-            )  # fmt: skip
+            api, pace, output, preparing, on_progress, stop = _configs("run", options)
+            return self.fetch(api, pace, output, on_progress=on_progress, stop=stop, **preparing)
 
-    async def arun(
-        self,
-        *,
-        api_key: str,
-        base_url: str | None = None,
-        out: PathLike | None = None,
-        layout: Layout | str | None = None,
-        pace: Pace | None = None,
-        timeout: float | None = None,
-        load: PathLike | None = None,
-        column: str | None = None,
-        retry_failed: bool = False,
-        prefilter: bool | None = None,
-        limit: int | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        stop: Stop | None = None,
-    ) -> RunResult:
+    async def arun(self, **options: Unpack[RunOptions]) -> RunResult:
         """`run` inside a running event loop. Cancelling the task stops the run gracefully.
 
         The last call of `on_progress` is the final state, the same counts as the result.
         """
         with _in_api_terms():
-            api, pace_, output = _configs(api_key, base_url, out, layout, pace, timeout, limit)
-            with prepare(
-                self.db, api, pace_, output, load=_path(load), column=column,
-                retry_failed=retry_failed, prefilter=prefilter, limit=limit,
-            ) as prepared:  # fmt: skip
+            api, pace, output, preparing, on_progress, stop = _configs("arun", options)
+            with prepare(self.db, api, pace, output, **preparing) as prepared:
                 return await _fetch(prepared, on_progress, stop, signals=False)
 
     def fetch(
@@ -169,17 +134,10 @@ class Job:
         pace: Pace,
         output: Output,
         *,
-        load: PathLike | None = None,
-        column: str | None = None,
-        retry_failed: bool = False,
-        prefilter: bool | None = None,
-        limit: int | None = None,
-        images: PathLike | None = None,
-        image_column: str | None = None,
-        proxy_sees_key: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
         stop: Stop | None = None,
         signals: bool = False,
+        **preparing: Unpack[Preparing],
     ) -> RunResult:
         """`run` from the configuration objects as they are (the CLI builds them from its
         options, so errors name its flags); blocks. The one path every run takes.
@@ -188,11 +146,7 @@ class Job:
         rolls it back whole. With `signals`, SIGINT, SIGTERM and SIGHUP stop the run like
         `stop.request()` (a second one at once): for a program that owns the process.
         """
-        with prepare(
-            self.db, api, pace, output, load=_path(load), column=column,
-            retry_failed=retry_failed, prefilter=prefilter, limit=limit,
-            images=_path(images), image_column=image_column, proxy_sees_key=proxy_sees_key,
-        ) as prepared:  # fmt: skip
+        with prepare(self.db, api, pace, output, **preparing) as prepared:
             return asyncio.run(_fetch(prepared, on_progress, stop, signals=signals))
 
     def status(self) -> dict[str, Any]:
@@ -260,21 +214,58 @@ def _path(value: PathLike | None) -> Path | None:
     return Path(value) if value is not None else None
 
 
+class Preparing(TypedDict, total=False):
+    """What a run does before it fetches: the keywords of `Job.fetch` beside its configs."""
+
+    load: PathLike | None  # a CSV to load first
+    column: str | None
+    retry_failed: bool
+    prefilter: bool | None  # None: what the job remembers (on unless a run turned it off)
+    limit: int | None
+    images: PathLike | None
+    image_column: str | None
+    proxy_sees_key: bool
+
+
+class _Fetching(Preparing, total=False):
+    on_progress: Callable[[Progress], None] | None
+    stop: Stop | None
+
+
+class RunOptions(_Fetching, total=False):
+    """The keywords of `Job.run` and `Job.arun`; only `api_key` is required."""
+
+    api_key: Required[str]
+    base_url: str | None
+    out: PathLike | None
+    layout: Layout | str | None
+    pace: Pace | None
+    timeout: float | None
+
+
+_PREPARING = Preparing.__required_keys__ | Preparing.__optional_keys__
+_KEYWORDS = RunOptions.__required_keys__ | RunOptions.__optional_keys__
+
+
 def _configs(
-    api_key: str,
-    base_url: str | None,
-    out: PathLike | None,
-    layout: Layout | str | None,
-    pace: Pace | None,
-    timeout: float | None,
-    limit: int | None,
-) -> tuple[Api, Pace, Output]:
-    """The configuration objects `run` and `arun` build from their keywords."""
+    name: str, options: RunOptions
+) -> tuple[Api, Pace, Output, Preparing, Callable[[Progress], None] | None, Stop | None]:
+    """The configuration objects `run` and `arun` build from their keywords, and the rest."""
+    unknown = sorted(set(options) - _KEYWORDS)
+    if unknown:  # what Python says of a misspelt keyword, since **options takes any
+        raise TypeError(f"Job.{name}() got an unexpected keyword argument {unknown[0]!r}")
+    if "api_key" not in options:
+        raise TypeError(f"Job.{name}() missing required keyword argument: 'api_key'")
+    limit = options.get("limit")
     if limit is not None and (isinstance(limit, bool) or limit < 1):
         raise InputError(f"limit={limit!r}: expected a whole number of rows, at least 1")
+    api_key, base_url, timeout = options["api_key"], options.get("base_url"), options.get("timeout")
     api = Api(api_key, base_url) if timeout is None else Api(api_key, base_url, timeout)
-    output = Output(_path(out), Layout(layout) if layout else None)
-    return api, pace or Pace(), output
+    layout = options.get("layout")
+    output = Output(_path(options.get("out")), Layout(layout) if layout else None)
+    preparing = cast(Preparing, {k: v for k, v in options.items() if k in _PREPARING})
+    pace = options.get("pace") or Pace()
+    return api, pace, output, preparing, options.get("on_progress"), options.get("stop")
 
 
 async def _fetch(

@@ -132,13 +132,13 @@ def prepare(
     pace: Pace,
     output: Output,
     *,
-    load: Path | None = None,
+    load: str | os.PathLike[str] | None = None,
     column: str | None = None,
     retry_failed: bool = False,
     prefilter: bool | None = None,
     proxy_sees_key: bool = False,
     limit: int | None = None,
-    images: Path | None = None,
+    images: str | os.PathLike[str] | None = None,
     image_column: str | None = None,
 ) -> Iterator[Prepared]:
     """Everything before the first request, synchronous, under the job lock.
@@ -147,6 +147,8 @@ def prepare(
     rolls the load back whole. The run's record is closed with its exit code on the way out.
     `prefilter` None: as the job remembers (--no-prefilter is remembered, --prefilter forgets).
     """
+    load = Path(load) if load is not None else None
+    images = Path(images) if images is not None else None
     key, stripped = check_api_key(api.api_key)
     if stripped:
         log.info("note: removed whitespace around the API key")

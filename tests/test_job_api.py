@@ -192,3 +192,15 @@ def test_limit_fetches_at_most_that_many_rows_and_leaves_the_rest_pending(
     assert (result.counts[JobState.DONE], result.counts[JobState.PENDING]) == (10, 15)
     with pytest.raises(batchmap.InputError, match="limit=0"):
         job.run(api_key=API_KEY, limit=0)
+
+
+def test_a_misspelt_or_missing_keyword_is_a_type_error_and_touches_nothing(tmp_path: Path) -> None:
+    # run and arun share one keyword list (RunOptions): a typo must not be silently ignored.
+    job = Job(tmp_path / "jobs.db")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'outt'"):
+        job.run(api_key=API_KEY, outt=tmp_path / "h")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="missing required keyword argument: 'api_key'"):
+        job.run()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"Job\.arun\(\) got an unexpected keyword"):
+        asyncio.run(job.arun(api_key=API_KEY, prefiltre=False))  # type: ignore[call-arg]
+    assert list(tmp_path.iterdir()) == []
