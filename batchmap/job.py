@@ -30,7 +30,7 @@ from batchmap.errors import BatchmapError, InputError
 from batchmap.files import Layout
 from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats, Written
-from batchmap.overlays import DEFAULT_MAX_SIDE, DEFAULT_OPACITY, OverlayReport, export_overlays
+from batchmap.overlays import OverlayOptions, OverlayReport, export_overlays
 from batchmap.report import Format, read_status, write_report
 from batchmap.runner import Stop
 from batchmap.session import (
@@ -182,26 +182,14 @@ class Job:
             out, layout = stored_output(store)
             return verify(store, out=out, layout=layout, repair=repair, on_progress=on_progress)
 
-    def export_overlays(
-        self,
-        out: PathLike,
-        *,
-        max_side: int = DEFAULT_MAX_SIDE,
-        opacity: float = DEFAULT_OPACITY,
-        fmt: str = "jpeg",
-        sheet: int | None = None,
-        force: bool = False,
-        on_row: Callable[[int], None] | None = None,
-    ) -> OverlayReport:
+    def export_overlays(self, out: PathLike, **options: Unpack[OverlayOptions]) -> OverlayReport:
         """Blend each done heatmap over its own photo into `out` (needs Pillow); resumable.
 
-        `sheet` also writes a contact sheet per that many rows; `force` writes every composite
-        again. Photos the job cannot find are listed in `out/missing-originals.csv`.
+        Keywords (`OverlayOptions`): `max_side`, `opacity`, `fmt` ("jpeg" or "png"), `sheet`
+        (a contact sheet per that many rows), `force` (write every composite again), `on_row`.
+        Photos the job cannot find are listed in `out/missing-originals.csv`.
         """
-        return export_overlays(
-            self.db, Path(out), max_side=max_side, opacity=opacity, fmt=fmt, sheet=sheet,
-            force=force, on_row=on_row,
-        )  # fmt: skip
+        return export_overlays(self.db, Path(out), **options)
 
     def rows(self, state: JobState | str | None = None) -> Iterator[dict[str, Any]]:
         """Every row (optionally of one state) as a dict, in load order, streamed."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from batchmap import originals as photos
 from batchmap.errors import InputError, StorageError
@@ -83,6 +83,17 @@ def pillow() -> Any:
     except ImportError:
         raise InputError(NO_PILLOW) from None
     return Image
+
+
+class OverlayOptions(TypedDict, total=False):
+    """The keywords of `export_overlays` (and of `batchmap.Job.export_overlays`)."""
+
+    max_side: int  # pixels, the longer side of a composite (DEFAULT_MAX_SIDE)
+    opacity: float  # of the heatmap over the photo, 0 to 1 (DEFAULT_OPACITY)
+    fmt: str  # "jpeg" or "png"
+    sheet: int | None  # a contact sheet per that many rows
+    force: bool  # write every composite again
+    on_row: Callable[[int], None] | None  # called with the count of rows done so far
 
 
 def export_overlays(
