@@ -164,6 +164,21 @@ def verbosity_options(*, requests: bool) -> Callable[[F], F]:
     return decorate
 
 
+def _number(
+    flag: str,
+    kind: type[float] | type[int],
+    default: float | None,
+    text: str,
+    *,
+    envvar: str | None = None,
+) -> Callable[[F], F]:
+    """A numeric option of run and resume: its default shown unless None, and its variable."""
+    return click.option(
+        flag, type=kind, default=default, show_default=default is not None, envvar=envvar,
+        show_envvar=envvar is not None, help=text,
+    )  # fmt: skip
+
+
 def fetch_options(func: F) -> F:
     """The options of `run` and `resume`; defaults come from batchmap.config."""
     decorators = [
@@ -195,64 +210,50 @@ def fetch_options(func: F) -> F:
             help=f"API origin [default: {DEFAULT_BASE_URL}, or what the job "
             "remembers]. Given explicitly, it is remembered for later runs.",
         ),
-        click.option(
+        _number(
             "--concurrency",
-            type=int,
-            default=PACE.concurrency,
-            show_default=True,
+            int,
+            PACE.concurrency,
+            "Requests in flight at most (1-256).",
             envvar="BATCHMAP_CONCURRENCY",
-            show_envvar=True,
-            help="Requests in flight at most (1-256).",
         ),
-        click.option(
+        _number(
             "--max-rate",
-            type=float,
-            default=PACE.max_rate,
+            float,
+            PACE.max_rate,
+            "Ceiling on request starts per second (default: learn the server's).",
             envvar="BATCHMAP_MAX_RATE",
-            show_envvar=True,
-            help="Ceiling on request starts per second (default: learn the server's).",
         ),
-        click.option(
+        _number(
             "--max-attempts",
-            type=int,
-            default=PACE.max_attempts,
-            show_default=True,
-            help="Tries per identifier for its own transient errors (outages spend none).",
+            int,
+            PACE.max_attempts,
+            "Tries per identifier for its own transient errors (outages spend none).",
         ),
-        click.option(
+        _number(
             "--backoff-base",
-            type=float,
-            default=PACE.backoff_base,
-            show_default=True,
-            help="Seconds before the first retry of a transient error; doubles each time.",
+            float,
+            PACE.backoff_base,
+            "Seconds before the first retry of a transient error; doubles each time.",
         ),
-        click.option(
-            "--timeout",
-            type=float,
-            default=DEFAULT_TIMEOUT,
-            show_default=True,
-            help="Seconds allowed for one request, in total.",
-        ),
-        click.option(
+        _number("--timeout", float, DEFAULT_TIMEOUT, "Seconds allowed for one request, in total."),
+        _number(
             "--max-wait",
-            type=float,
-            default=PACE.max_wait,
-            show_default=True,
-            help="A server-requested wait (Retry-After) longer than this stops the run (exit 4).",
+            float,
+            PACE.max_wait,
+            "A server-requested wait (Retry-After) longer than this stops the run (exit 4).",
         ),
-        click.option(
+        _number(
             "--outage-limit",
-            type=float,
-            default=PACE.outage_limit,
-            show_default=True,
-            help="Seconds the API may stay unreachable before the run stops (exit 4).",
+            float,
+            PACE.outage_limit,
+            "Seconds the API may stay unreachable before the run stops (exit 4).",
         ),
-        click.option(
+        _number(
             "--max-body",
-            type=int,
-            default=DEFAULT_MAX_BODY,
-            show_default=True,
-            help="Bytes an answer may have; a larger one is refused while it streams.",
+            int,
+            DEFAULT_MAX_BODY,
+            "Bytes an answer may have; a larger one is refused while it streams.",
         ),
         click.option(
             "--prefilter/--no-prefilter",
