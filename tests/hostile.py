@@ -1,8 +1,10 @@
-"""A small HTTP/1.1 server that misbehaves on purpose, for tests. Not batchmap's fake server.
+"""Servers that misbehave on purpose, for tests. Not batchmap's fake server, but on its wire.
 
 A handler decides, per request, what to do: answer a `Reply` (status, headers, a body of bytes
 or an async iterator of chunks, late or trickled), `Drop` the connection or `Reset` it. Every
-request is recorded, so a test can check what a client sent.
+request is recorded, so a test can check what a client sent. The HTTP itself (parsing,
+writing, the accept loop and its shutdown) is batchmap/fakeserver's http.py and listener.py;
+what is here is only what is hostile: the handlers below, and a port that refuses for a while.
 
     async with HostileServer(storm_429(seconds=10)) as server:
         ...  # server.url, server.requests
@@ -25,17 +27,16 @@ import email.utils
 import functools
 import inspect
 import json
-import socket
 import struct
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import unquote
 
 from batchmap.fakeserver import HEATMAP_PREFIXES, expected_status, heatmap_png
+from batchmap.fakeserver import http as wire
 from batchmap.fakeserver.classifications import (
     CLASSIFICATIONS_PATHS,
     ValidationFailed,
@@ -44,15 +45,16 @@ from batchmap.fakeserver.classifications import (
     parse_identifiers,
     validation_body,
 )
+from batchmap.fakeserver.http import Action, Drop, Reply, Reset, json_reply, with_headers
+from batchmap.fakeserver.listener import Listener
+
+__all__ = ["Action", "Drop", "Reply", "Reset", "json_reply"]  # the wire's, re-exported
 
 GiB = 1024**3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TOO_MANY = json.dumps({"message": "Too Many Attempts."}).encode()
 # Values a careless or hostile server sends as Retry-After; none of them is a usable wait.
 GARBAGE_RETRY_AFTER = ("inf", "1e400", "-1", "nan", "soon", "", "Wed, 99 Foo 2026 25:61:00 GMT")
-
-_MAX_HEAD = 64 * 1024
-_LINGER_ZERO = struct.pack("ii", 1, 0)  # close() then sends RST instead of FIN
 
 
 @dataclass(frozen=True)
@@ -71,35 +73,6 @@ class Request:
         return self.target.partition("?")[0]
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An answer. `length` None: len(body) for bytes, none for an iterator (ends at close)."""
-
-    status: int = 200
-    headers: Sequence[tuple[str, str]] = ()
-    body: bytes | AsyncIterable[bytes] = b""
-    length: int | None = None
-    delay: float = 0.0  # seconds before the status line
-    trickle: float = 0.0  # seconds between pieces of the body
-    piece: int = 1024  # bytes per piece when trickling
-    close: bool = False  # close the connection after answering
-
-
-@dataclass(frozen=True)
-class Drop:
-    """Close the connection without answering, after `delay` seconds."""
-
-    delay: float = 0.0
-
-
-@dataclass(frozen=True)
-class Reset:
-    """Reset the connection (TCP RST) without answering, after `delay` seconds."""
-
-    delay: float = 0.0
-
-
-Action = Reply | Drop | Reset
 Handler = Callable[[Request], Action | Awaitable[Action]]
 
 
@@ -112,11 +85,13 @@ class HostileServer:
     port: int = 0
     requests: list[Request] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)  # raised by the handler
-    _server: asyncio.Server | None = None
+    _listener: Listener = field(init=False)
     _loop: asyncio.AbstractEventLoop | None = None
-    _connections: set[asyncio.Task[None]] = field(default_factory=set)
     _relisten: asyncio.TimerHandle | None = None
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._listener = Listener(self._respond)
 
     @property
     def url(self) -> str:
@@ -133,23 +108,7 @@ class HostileServer:
     async def start(self) -> None:
         """Listen, keeping the port for later restarts."""
         self._loop = asyncio.get_running_loop()
-        await self.start_listening()
-
-    async def start_listening(self) -> None:
-        """Listen (again) on the same port."""
-        if self._server is None:
-            self._server = await asyncio.start_server(
-                self._accept, self.host, self.port, limit=_MAX_HEAD
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-
-    def stop_listening(self) -> None:
-        """Refuse new connections and close the open ones; call on the server's loop."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in self._connections:
-            task.cancel()
+        self.port = await self._listener.listen(self.host, self.port)
 
     def refuse_for(self, seconds: float) -> None:
         """Refuse connections for `seconds`, then listen again; callable from any thread.
@@ -160,7 +119,7 @@ class HostileServer:
         assert loop is not None, "start the server first"
 
         def begin() -> None:
-            self.stop_listening()
+            self._listener.stop()
             self._relisten = loop.call_later(seconds, self._spawn_relisten)
 
         try:
@@ -180,7 +139,7 @@ class HostileServer:
         done.wait(10)
 
     def _spawn_relisten(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.start_listening())
+        task = asyncio.get_running_loop().create_task(self._listener.listen())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -190,32 +149,16 @@ class HostileServer:
             self._relisten.cancel()
         for task in self._tasks:
             task.cancel()
-        server = self._server
-        self.stop_listening()
-        await asyncio.gather(*self._connections, *self._tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._listener.close()
 
-    # -- connections ---------------------------------------------------------------------
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request = await self._read(reader)
-                if request is None:
-                    break
-                action = await self._act(request)
-                if not await _perform(writer, action, request):
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
+    async def _respond(self, head: wire.Request, writer: asyncio.StreamWriter) -> bool:
+        """Record the request, ask the handler, carry its action out."""
+        request = Request(
+            head.method, head.target, head.headers, time.monotonic(), len(self.requests)
+        )
+        self.requests.append(request)
+        return await wire.perform(writer, await self._act(request), keep_alive=head.keep_alive)
 
     async def _act(self, request: Request) -> Action:
         """The handler's action; a handler that raises gets a 500 and its error kept."""
@@ -225,78 +168,6 @@ class HostileServer:
         except Exception as error:
             self.errors.append(error)
             return Reply(500, body=f"hostile handler failed: {error!r}".encode(), close=True)
-
-    async def _read(self, reader: asyncio.StreamReader) -> Request | None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _ = [*lines[0].split(" ", 2), "", ""][:3]
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if colon:
-                headers[name.strip().lower()] = value.strip()
-        length = headers.get("content-length", "0")
-        if length.isdigit() and int(length):
-            await reader.readexactly(int(length))
-        request = Request(method, target, headers, time.monotonic(), len(self.requests))
-        self.requests.append(request)
-        return request
-
-
-async def _perform(writer: asyncio.StreamWriter, action: Action, request: Request) -> bool:
-    """Carry out one action; True if the connection stays open for another request."""
-    if action.delay > 0:
-        await asyncio.sleep(action.delay)
-    if isinstance(action, Drop):
-        return False
-    if isinstance(action, Reset):
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        writer.transport.abort()
-        return False
-    body = action.body
-    length = len(body) if isinstance(body, bytes) and action.length is None else action.length
-    if action.status in (204, 304):
-        body, length = b"", 0  # no body and no Content-Length (RFC 9110, 8.6)
-    names = {name.lower() for name, _ in action.headers}
-    close = action.close or length is None or "close" in request.headers.get("connection", "")
-    try:
-        phrase = HTTPStatus(action.status).phrase
-    except ValueError:
-        phrase = "Unknown"
-    lines = [f"HTTP/1.1 {action.status} {phrase}", *(f"{n}: {v}" for n, v in action.headers)]
-    if length is not None and "content-length" not in names and action.status not in (204, 304):
-        lines.append(f"Content-Length: {length}")
-    if close:
-        lines.append("Connection: close")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    sent = 0
-    async for chunk in _pieces(body, action):
-        writer.write(chunk)
-        sent += len(chunk)
-        await writer.drain()
-    await writer.drain()
-    return not close and sent == length
-
-
-async def _pieces(body: bytes | AsyncIterable[bytes], reply: Reply) -> AsyncIterator[bytes]:
-    """The body in the pieces it goes out in, trickled if asked."""
-    chunks = _once(body) if isinstance(body, bytes) else body
-    async for chunk in chunks:
-        if reply.trickle <= 0:
-            yield chunk
-            continue
-        for start in range(0, len(chunk), reply.piece):
-            yield chunk[start : start + reply.piece]
-            await asyncio.sleep(reply.trickle)
-
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body
 
 
 @contextlib.contextmanager
@@ -362,12 +233,6 @@ def _classifications(request: Request) -> Reply:
     return Reply(200, (("Content-Type", "application/json"),), body)
 
 
-def json_reply(status: int, payload: object, *, headers: Sequence[tuple[str, str]] = ()) -> Reply:
-    """A JSON answer."""
-    body = json.dumps(payload).encode()
-    return Reply(status, (("Content-Type", "application/json"), *headers), body)
-
-
 def storm(reply: Reply, *, seconds: float, then: Handler | None = None) -> Handler:
     """Answer `reply` from the first request on, for `seconds`; then hand over to `then`."""
     after = then or fake_heatmaps()
@@ -399,12 +264,26 @@ def storm_503(
 
 
 def retry_after(
-    value: str, *, status: int = 429, times: int = 1, then: Handler | None = None
+    value: str | Callable[[], str],
+    *,
+    status: int = 429,
+    times: int = 1,
+    then: Handler | None = None,
 ) -> Handler:
-    """The first `times` requests get `status` with `Retry-After: value`; then `then`."""
+    """The first `times` requests get `status` with `Retry-After: value`; then `then`.
+
+    A callable `value` is asked at each of those requests (an HTTP-date counted from then).
+    """
     after = then or fake_heatmaps()
-    reply = Reply(status, (("Retry-After", value), ("Content-Type", "application/json")), TOO_MANY)
-    return lambda request: reply if request.index < times else after(request)
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        if request.index >= times:
+            return after(request)
+        header = value() if callable(value) else value
+        headers = (("Retry-After", header), ("Content-Type", "application/json"))
+        return Reply(status, headers, TOO_MANY)
+
+    return handle
 
 
 def http_date(seconds_from_now: float) -> str:
@@ -426,9 +305,7 @@ def zero_limit(*, limit: str = "0", per_second: int = 5, then: Handler | None = 
         answer = after(request)
         if inspect.isawaitable(answer):
             answer = await answer
-        if isinstance(answer, Reply):
-            return Reply(answer.status, (*answer.headers, *rate), answer.body, answer.length)
-        return answer
+        return with_headers(answer, rate) if isinstance(answer, Reply) else answer
 
     return handle
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from batchmap.fakeserver.limits import RateLimiter, Shown
 from batchmap.pacer import Pacer
 
 
@@ -32,7 +33,8 @@ class FakeClock:
 
 @dataclass
 class FixedWindows:
-    """Laravel's ThrottleRequests: fixed windows per limit starting at the first hit.
+    """Idealised fixed windows (not Laravel's: that is `Laravel`): per limit, a window starts
+    at its first hit and lasts exactly W; a request counts only if every limit admits it.
 
     Successes carry the last limit's headers; a 429 carries the tripped limit's, with a
     whole-second Retry-After rounded up.
@@ -84,50 +86,36 @@ class LeakyBucket:
 
 @dataclass
 class Laravel:
-    """Laravel's ThrottleRequests with a cache of whole-second TTLs (Laravel 8, file cache).
+    """Laravel's ThrottleRequests with a whole-second cache (Laravel 8, file cache): the fake
+    server's own model (`batchmap.fakeserver.limits.RateLimiter`, checked against Laravel 8's
+    middleware by tests/test_laravel_limiter.py), as a Limiter.
 
-    Limits are hit in order: a request refused by a later limit was already counted on the
-    earlier ones. A window opens at its first hit and ends at `floor(first hit) + window`
-    (RateLimiter::hit stores `availableAt = time() + decay`, time() an integer), so it is
-    shorter than it says; Retry-After is `end - time()` and X-RateLimit-Reset is `end`.
-    A 429 carries the tripped limit's headers. On a success `headers="last"` gives the last
-    limit's Limit/Remaining (each limit overwrites the previous); `"min"` gives the limit with
-    the fewest left, first on ties, as ThrottleRequests::getHeaders does since Laravel 8.x.
-    The server's clock is the caller's plus `offset`, so its seconds fall anywhere.
+    On a success `headers="min"` gives the limit with the fewest left, first on ties, as
+    ThrottleRequests::getHeaders does since Laravel 8.x; `"last"` the last limit's (each limit
+    overwrote the previous before). The server's clock is the caller's plus `offset`, so its
+    seconds fall anywhere.
     """
 
     limits: tuple[tuple[int, int], ...]
-    headers: str = "last"
+    headers: str = "last"  # or "min"
     offset: float = 0.37
-    ends: dict[int, int] = field(default_factory=dict)
-    counts: dict[int, int] = field(default_factory=dict)
+    model: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.headers not in ("min", "last"):
+            raise ValueError(f"headers={self.headers!r}: 'min' or 'last'")
+        shown: Shown = "fewest" if self.headers == "min" else "last"
+        self.model = RateLimiter(self.limits, shown=shown)
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """Requests counted per limit (by index) in its last window."""
+        return {index: window.hits for index, window in enumerate(self.model.windows)}
 
     def answer(self, now: float) -> tuple[int, dict[str, str]]:
-        second = math.floor(now + self.offset)
-        for index, (limit, window) in enumerate(self.limits):
-            end = self.ends.get(index)
-            if end is not None and second >= end:  # the cache entry expired
-                del self.ends[index]
-                self.counts[index] = 0
-            if index in self.ends and self.counts[index] >= limit:
-                wait = self.ends[index] - second
-                return 429, {
-                    "retry-after": str(wait),
-                    "x-ratelimit-reset": str(self.ends[index]),
-                    "x-ratelimit-limit": str(limit),
-                    "x-ratelimit-remaining": "0",
-                }
-            if index not in self.ends:
-                self.ends[index], self.counts[index] = second + window, 0
-            self.counts[index] += 1
-        shown: tuple[int, int] | None = None
-        for index, (limit, _) in enumerate(self.limits):
-            left = limit - self.counts[index]
-            if shown is None or self.headers == "last" or left < shown[1]:
-                shown = (limit, left)
-        if shown is None:
-            return 200, {}
-        return 200, {"x-ratelimit-limit": str(shown[0]), "x-ratelimit-remaining": str(shown[1])}
+        admission = self.model.admit(now + self.offset)
+        headers = {name.lower(): value for name, value in admission.headers}
+        return (200 if admission.allowed else 429), headers
 
 
 @dataclass
@@ -240,6 +228,64 @@ class VirtualClock:
         task.result()
 
 
+@dataclass
+class Until:
+    """When a simulated pool stops: once the clock passes `end` (a worker already waiting for
+    its turn still sends), or once `ids` requests were answered, not refused (a worker whose
+    turn comes after that sends nothing)."""
+
+    clock: VirtualClock
+    end: float = math.inf
+    ids: float = math.inf  # ids left to resolve
+
+    def before_turn(self) -> bool:
+        return self.clock() < self.end and self.ids > 0
+
+    def after_turn(self) -> bool:
+        return self.ids > 0
+
+    def answered(self, status: int) -> None:
+        if status not in (429, 503):  # a refusal is asked again; anything else resolves its id
+            self.ids -= 1
+
+
+def run_pool(
+    pacer: Pacer,
+    server: Limiter,
+    until: Until,
+    *,
+    workers: int,
+    latency: float,
+    jitter: float = 0.0,
+    seed: int = 1,
+) -> Log:
+    """`workers` workers share `pacer` until `until` says stop; each request takes `latency`
+    seconds there and back (each way up to `jitter` longer, at random), the server answering
+    in the middle. (start time, status) of every request, in time order."""
+    clock = until.clock
+    log: Log = []
+    rng = random.Random(seed)
+
+    async def worker() -> None:
+        while until.before_turn():
+            sent = await pacer.wait_turn()
+            if not until.after_turn():
+                return
+            await clock.sleep(latency / 2 + rng.random() * jitter)
+            status, headers = server.answer(clock())
+            until.answered(status)
+            await clock.sleep(latency / 2 + rng.random() * jitter)
+            pacer.on_answer(status, headers, sent_at=sent)
+            log.append((sent, status))
+
+    async def pool() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    asyncio.run(clock.drive(pool()))
+    log.sort()
+    return log
+
+
 def simulate_pool(
     pacer: Pacer,
     clock: VirtualClock,
@@ -251,28 +297,11 @@ def simulate_pool(
     jitter: float = 0.0,
     seed: int = 1,
 ) -> Log:
-    """`workers` workers, each request `latency` seconds there and back (each way up to
-    `jitter` longer, at random), the server in the middle: (start time, status) of every
-    request in `seconds` of virtual time."""
-    log: Log = []
-    end = clock() + seconds
-    rng = random.Random(seed)
-
-    async def worker() -> None:
-        while clock() < end:
-            sent = await pacer.wait_turn()
-            await clock.sleep(latency / 2 + rng.random() * jitter)
-            status, headers = server.answer(clock())
-            await clock.sleep(latency / 2 + rng.random() * jitter)
-            pacer.on_answer(status, headers, sent_at=sent)
-            log.append((sent, status))
-
-    async def pool() -> None:
-        await asyncio.gather(*(worker() for _ in range(workers)))
-
-    asyncio.run(clock.drive(pool()))
-    log.sort()
-    return log
+    """`workers` workers for `seconds` of virtual time (see `run_pool`)."""
+    until = Until(clock, end=clock() + seconds)
+    return run_pool(
+        pacer, server, until, workers=workers, latency=latency, jitter=jitter, seed=seed
+    )
 
 
 @dataclass(frozen=True)
@@ -420,25 +449,4 @@ def simulate_ids(
     clock = VirtualClock(start)
     pacer.clock = pacer.wall = clock
     pacer.sleep = clock.sleep
-    log: Log = []
-    left = [ids]
-
-    async def worker() -> None:
-        while left[0] > 0:
-            sent = await pacer.wait_turn()
-            if left[0] <= 0:
-                return
-            await clock.sleep(latency / 2)
-            status, headers = server.answer(clock())
-            if status not in (429, 503):  # a refusal is asked again; anything else resolves its id
-                left[0] -= 1
-            await clock.sleep(latency / 2)
-            pacer.on_answer(status, headers, sent_at=sent)
-            log.append((sent, status))
-
-    async def pool() -> None:
-        await asyncio.gather(*(worker() for _ in range(workers)))
-
-    asyncio.run(clock.drive(pool()))
-    log.sort()
-    return log
+    return run_pool(pacer, server, Until(clock, ids=ids), workers=workers, latency=latency)

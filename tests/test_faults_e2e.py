@@ -112,7 +112,8 @@ def test_a_garbage_retry_after_is_ignored_and_status_stays_json(
 
 
 def test_an_http_date_retry_after_is_honoured(workspace: Workspace) -> None:
-    server = HostileServer(retry_after(http_date(3), then=fake_heatmaps(key=API_KEY)))
+    # The date counted from the first request, not from before the CLI started.
+    server = HostileServer(retry_after(lambda: http_date(3), then=fake_heatmaps(key=API_KEY)))
     with hostile_in_thread(server) as url:
         code, output = run(workspace, url)
     assert code == 1, output

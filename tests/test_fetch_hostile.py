@@ -1,8 +1,9 @@
 """One request against servers that misbehave on purpose, through real sockets on 127.0.0.1.
 
-Each server here is a few lines of asyncio written to attack one guarantee: memory stays
-bounded whatever the body, server-sent waits are validated, the key never leaks into an error
-or to another host, and every transient failure says what kind it was.
+Each server here is a few lines of raw bytes (on the fake server's listener) written to attack
+one guarantee: memory stays bounded whatever the body, server-sent waits are validated, the
+key never leaks into an error or to another host, and every transient failure says what kind
+it was.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from batchmap.fakeserver.http import Request
+from batchmap.fakeserver.listener import Listener
 from batchmap.fetch import MAX_BODY_BYTES, fetch_heatmap, make_client
 from batchmap.models import Failure, Meaning, Outcome
 from batchmap.policy import retry_after
@@ -33,14 +36,6 @@ TWO_GIB = 2 * 1024 * MiB
 SAFETY_VALVE = 256 * MiB  # the servers never send more than this, so an old client fails fast
 PEAK_BUDGET = 2 * MAX_BODY_BYTES  # a body at the limit plus working space, at most
 ZEROS = bytes(64 * 1024)
-
-
-@dataclass
-class Request:
-    """What a server received: the request line's target and the headers, lower-cased."""
-
-    target: str
-    headers: dict[str, str]
 
 
 @dataclass
@@ -57,33 +52,23 @@ Respond = Callable[[Request, asyncio.StreamWriter, Server], Awaitable[None]]
 
 @contextlib.asynccontextmanager
 async def serve(respond: Respond, *, host: str = "127.0.0.1") -> AsyncIterator[Server]:
-    """Run `respond` for each request on a fresh port of `host`; one request per connection."""
+    """Run `respond` for each request on a fresh port of `host`; one request per connection.
+
+    The fake server's listener parses the request; `respond` writes raw bytes, or nothing.
+    """
     server = Server(url="")
-    connections: list[asyncio.StreamWriter] = []
 
-    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            fields = (line.split(":", 1) for line in head[1:] if ":" in line)
-            request = Request(head[0].split(" ")[1], {k.lower(): v.strip() for k, v in fields})
-            server.requests.append(request)
-            await respond(request, writer, server)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # the client hung up (what every test here wants), or the test is over
-        finally:
-            writer.close()
+    async def once(request: Request, writer: asyncio.StreamWriter) -> bool:
+        server.requests.append(request)
+        await respond(request, writer, server)
+        return False
 
-    listener = await asyncio.start_server(on_connect, host, 0)
-    port = listener.sockets[0].getsockname()[1]
-    server.url = f"http://{host}:{port}"
-    async with listener:
-        try:
-            yield server
-        finally:
-            for writer in connections:
-                writer.transport.abort()  # ends handlers still streaming or sleeping
-            await asyncio.sleep(0)
+    listener = Listener(once)
+    server.url = f"http://{host}:{await listener.listen(host, 0)}"
+    try:
+        yield server
+    finally:
+        await listener.close()  # ends handlers still streaming or sleeping
 
 
 async def send(writer: asyncio.StreamWriter, status: str, *headers: str, body: bytes = b"") -> None:

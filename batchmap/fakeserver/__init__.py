@@ -10,7 +10,8 @@
     await server.close()
 
 Modules: heatmaps (PNGs, expected_status), classifications, limits (Laravel's limiter, pure),
-http (the wire), config, server.
+http (the wire), listener (the accept loop), config, server. tests/hostile.py's misbehaving
+servers use http and listener too.
 """
 
 from batchmap.fakeserver.classifications import CLASSIFICATIONS_PATHS, classification_of

@@ -18,15 +18,22 @@ Illuminate/Cache/RateLimiter.php; the same loop in later versions):
   `X-RateLimit-Reset` = time() + Retry-After (the window's end) and `Remaining: 0`.
 - A success gets each limit's headers in turn, but `getHeaders` keeps the ones already there
   unless this limit has fewer remaining: the limit with the fewest left wins, the earlier one
-  on a tie.
+  on a tie. (Earlier Laravel 8 releases let each limit overwrite the previous, so the last
+  limit's showed: `shown="last"`.)
+
+This is the one model of Laravel's limiter: the fake server answers with it, the pacer's
+simulations (tests/limiters.py `Laravel`) drive it, and tests/test_laravel_limiter.py checks
+it, request by request, against Laravel 8's own middleware.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 Headers = tuple[tuple[str, str], ...]
+Shown = Literal["fewest", "last"]  # which limit's headers a success carries
 
 
 @dataclass(slots=True)
@@ -113,6 +120,7 @@ class RateLimiter:
         leaky_rate: float | None = None,
         leaky_burst: int = 1,
         headers: bool = True,
+        shown: Shown = "fewest",
     ) -> None:
         self._windows = [
             FixedWindow(most, float(window), whole_seconds and window >= 1)
@@ -123,6 +131,12 @@ class RateLimiter:
             interval = 1.0 / leaky_rate
             self._bucket = LeakyBucket(interval, interval * (leaky_burst - 1))
         self._headers = headers
+        self._shown = shown
+
+    @property
+    def windows(self) -> tuple[FixedWindow, ...]:
+        """The fixed windows, in the order Laravel checks them (for tests to inspect)."""
+        return tuple(self._windows)
 
     def admit(self, now: float) -> Admission:
         """Accept and count the request, or refuse it with the headers of the limit that tripped."""
@@ -144,14 +158,15 @@ class RateLimiter:
         return Admission(False, headers if self._headers else ())
 
     def _success_headers(self, now: float) -> Headers:
-        """Laravel's `getHeaders`: the limit with the fewest attempts left, the first on a tie."""
+        """Laravel's `getHeaders`: the limit with the fewest attempts left, the first on a tie
+        (or, with `shown="last"`, the last limit's)."""
         if not self._headers or not self._windows:
             return ()
         shown = self._windows[0]
         left = shown.remaining(now)
         for window in self._windows[1:]:
             remaining = window.remaining(now)
-            if remaining < left:
+            if remaining < left or self._shown == "last":
                 shown, left = window, remaining
         return (
             ("X-RateLimit-Limit", str(shown.max_attempts)),

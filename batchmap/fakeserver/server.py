@@ -10,25 +10,24 @@ import shlex
 import signal
 import time
 from dataclasses import dataclass, field, replace
-from http import HTTPStatus
 from urllib.parse import unquote
 
 from batchmap.fakeserver import classifications
 from batchmap.fakeserver.config import FakeConfig, OutageKind
 from batchmap.fakeserver.heatmaps import expected_status, heatmap_png, identifai_shaped
 from batchmap.fakeserver.http import (
-    MAX_HEAD,
-    BadRequest,
+    Action,
+    Drop,
     Reply,
     Request,
-    encode_head,
+    Reset,
     json_reply,
     path_and_query,
-    read_request,
-    reset,
-    send,
+    perform,
+    with_headers,
 )
 from batchmap.fakeserver.limits import Headers, RateLimiter
+from batchmap.fakeserver.listener import Listener
 
 HEATMAP_PREFIXES = ("/api/classification/heatmap/", "/api/classification_image/heatmap/")
 STATS_PATH = "/_fake/stats"
@@ -53,12 +52,22 @@ _FORBIDDEN = json_reply(403, {"error": "Forbidden"})
 _NOT_FOUND_ROUTE = json_reply(404, {"error": "Not Found"})
 _NOT_FOUND_IMAGE = json_reply(404, {"error": "Image not found"})
 _NOT_ALLOWED = json_reply(405, {"error": "Method Not Allowed"}, headers=(("Allow", "GET"),))
-_NOT_ALLOWED_RESET = replace(_NOT_ALLOWED, headers=(("Allow", "GET, POST"),))
+_NOT_ALLOWED_RESET = json_reply(
+    405, {"error": "Method Not Allowed"}, headers=(("Allow", "GET, POST"),)
+)
 _TOO_MANY = json_reply(429, {"message": "Too Many Attempts."})
 _UNAVAILABLE = json_reply(503, {"message": "Service Unavailable"})
 _NO_HEATMAP = Reply(204)
-_DROP = Reply(0, drop=True)
-_RESET = Reply(0, reset=True)
+_DROP = Drop()
+_RESET = Reset()
+_PNG = (("Content-Type", "image/png"),)
+_JSON = (("Content-Type", "application/json"),)
+
+
+def _truncated(reply: Reply) -> Reply:
+    """The full Content-Length, half the body, then the connection closes."""
+    assert isinstance(reply.body, bytes)
+    return replace(reply, body=reply.body[: len(reply.body) // 2], length=len(reply.body))
 
 
 def _identifier_of(path: str) -> str | None:
@@ -85,20 +94,20 @@ class FakeStats:
     classification_by_status: dict[int, int] = field(default_factory=dict)
     classified_per_identifier: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def record(self, reply: Reply) -> None:
+    def record(self, action: Action) -> None:
         """Count one answered (or dropped) API request."""
         self.requests += 1
-        if reply.drop or reply.reset:
-            self.dropped += 1
+        if isinstance(action, Reply):
+            self.by_status[action.status] = self.by_status.get(action.status, 0) + 1
         else:
-            self.by_status[reply.status] = self.by_status.get(reply.status, 0) + 1
+            self.dropped += 1
 
-    def record_classification(self, reply: Reply) -> None:
+    def record_classification(self, action: Action) -> None:
         """Count one request to the classifications endpoint, after `record`."""
         self.classification_requests += 1
-        if not (reply.drop or reply.reset):
+        if isinstance(action, Reply):
             by_status = self.classification_by_status
-            by_status[reply.status] = by_status.get(reply.status, 0) + 1
+            by_status[action.status] = by_status.get(action.status, 0) + 1
 
     def reset(self) -> None:
         """Zero everything in place, so references held by tests stay live."""
@@ -137,33 +146,23 @@ class FakeServer:
             headers=config.rate_headers,
         )
         self._random = random.Random(config.seed)
-        self._server: asyncio.Server | None = None
-        self._address: tuple[str, int] = ("127.0.0.1", 0)
-        self._connections: set[asyncio.Task[None]] = set()
+        self._listener = Listener(self._respond, backlog=_BACKLOG)
         self._outage_task: asyncio.Task[None] | None = None
         self.outage: OutageKind | None = None  # the outage going on now, if any
         self._outage_reply = _UNAVAILABLE
         if config.outage_retry_after is not None:
             retry = (("Retry-After", str(config.outage_retry_after)),)
-            self._outage_reply = replace(_UNAVAILABLE, headers=retry)
+            self._outage_reply = with_headers(_UNAVAILABLE, retry)
         self._rate_limited = _TOO_MANY
         if config.rate_limit_status == 503:
-            self._rate_limited = Reply(503, _NGINX_503_PAGE, "text/html")
+            self._rate_limited = Reply(503, (("Content-Type", "text/html"),), _NGINX_503_PAGE)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen on host:port (0 picks a free port) and return the bound port."""
-        self._address = (host, port)
-        await self._listen()
+        bound = await self._listener.listen(host, port)
         if self.config.outage_at is not None:
             self._outage_task = asyncio.get_running_loop().create_task(self._scheduled_outage())
-        return self._address[1]
-
-    async def _listen(self) -> None:
-        host, port = self._address
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=MAX_HEAD, backlog=_BACKLOG
-        )
-        self._address = (host, self._server.sockets[0].getsockname()[1])
+        return bound
 
     async def close(self) -> None:
         """Stop listening and end every open connection, including ones waiting on latency."""
@@ -171,17 +170,7 @@ class FakeServer:
             self._outage_task.cancel()
             await asyncio.gather(self._outage_task, return_exceptions=True)
             self._outage_task = None
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        await self._end_connections()
-        if server is not None:
-            await server.wait_closed()
-
-    async def _end_connections(self) -> None:
-        for task in self._connections:
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._listener.close()
 
     # -- outages -------------------------------------------------------------------------
 
@@ -197,61 +186,26 @@ class FakeServer:
         """Go down: refuse connections (stop listening, close open ones), answer 503, or reset."""
         self.outage = kind
         if kind == "refuse":
-            server, self._server = self._server, None
-            if server is not None:
-                server.close()
-            await self._end_connections()
+            await self._listener.close()
 
     async def end_outage(self) -> None:
         """Come back, listening again on the same port after a `refuse` outage."""
-        if self.outage == "refuse" and self._server is None:
-            await self._listen()
+        if self.outage == "refuse" and not self._listener.listening:
+            await self._listener.listen()
         self.outage = None
 
     # -- connections ---------------------------------------------------------------------
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve a new connection in a task of our own, so close() can end it quietly.
-
-        (A coroutine callback would run in asyncio's task, which logs a traceback when a
-        cancelled connection is torn down, e.g. by asyncio.run at exit.)
-        """
-        task = asyncio.get_running_loop().create_task(self._serve_connection(reader, writer))
-        self._connections.add(task)
-        task.add_done_callback(self._connections.discard)
-
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """Answer requests on one connection until either side closes it."""
-        try:
-            while await self._serve_one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away mid-request or mid-answer: not the server's problem
-        finally:
-            writer.close()
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Read and answer one request; False when the connection should close."""
-        try:
-            request = await read_request(reader)
-        except BadRequest as error:
-            refusal = json_reply(error.status, {"error": HTTPStatus(error.status).phrase})
-            writer.write(encode_head(refusal, keep_alive=False) + refusal.body)
-            await writer.drain()
-            return False
-        if request is None:
-            return False
+    async def _respond(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request (or reset, in a `reset` outage); False when the connection closes."""
         if self.outage == "reset" and not request.target.startswith("/_fake/"):
             self.stats.record(_RESET)
-            reset(writer)
-            return False
-        return await send(writer, self._answer(request), keep_alive=request.keep_alive)
+            return await perform(writer, _RESET, keep_alive=False)
+        return await perform(writer, self._answer(request), keep_alive=request.keep_alive)
 
     # -- routing -------------------------------------------------------------------------
 
-    def _answer(self, request: Request) -> Reply:
+    def _answer(self, request: Request) -> Action:
         """Route a request: control paths, or the API with stats, latency and faults."""
         path, query = path_and_query(request.target)
         if path in (STATS_PATH, RESET_PATH):
@@ -293,10 +247,10 @@ class FakeServer:
             return _FORBIDDEN if key == self.config.forbidden_key else _UNAUTHORIZED
         admission = self._limiter.admit(time.time())
         if not admission.allowed:
-            return replace(self._rate_limited, headers=admission.headers)
+            return with_headers(self._rate_limited, admission.headers)
         return admission.headers
 
-    def _heatmap_request(self, request: Request, identifier: str) -> Reply:
+    def _heatmap_request(self, request: Request, identifier: str) -> Action:
         """GET a heatmap: the gate, then faults and the answer."""
         if self.outage == "503":
             return self._outage_reply  # a maintenance page in front: nothing reaches Laravel
@@ -307,20 +261,21 @@ class FakeServer:
         gate = self._gate(request)
         if isinstance(gate, Reply):
             return gate
-        return replace(self._faulty() or self._heatmap(identifier), headers=gate)
+        fault = self._faulty()
+        return self._heatmap(identifier, gate) if fault is None else _with_rate(fault, gate)
 
-    def _heatmap(self, identifier: str) -> Reply:
+    def _heatmap(self, identifier: str, gate: Headers) -> Reply:
         if self.config.strict_ids and not identifai_shaped(identifier):
-            return _NOT_FOUND_IMAGE
+            return with_headers(_NOT_FOUND_IMAGE, gate)
         status = expected_status(identifier)
         if status == 204:
-            return _NO_HEATMAP
+            return with_headers(_NO_HEATMAP, gate)
         if status == 404:
-            return _NOT_FOUND_IMAGE
-        png = heatmap_png(identifier)
-        return Reply(200, png, "image/png", truncate=self._roll(self.config.truncate_rate))
+            return with_headers(_NOT_FOUND_IMAGE, gate)
+        reply = Reply(200, (*_PNG, *gate), heatmap_png(identifier))
+        return _truncated(reply) if self._roll(self.config.truncate_rate) else reply
 
-    def _classifications_request(self, request: Request, query: str) -> Reply:
+    def _classifications_request(self, request: Request, query: str) -> Action:
         """GET classifications: like a heatmap request (same key, same quota), up to 100 ids."""
         config = self.config
         if self.outage == "503":
@@ -344,32 +299,37 @@ class FakeServer:
             return json_reply(422, classifications.validation_body(invalid), headers=gate)
         fault = self._faulty()
         if fault is not None:
-            return replace(fault, headers=gate)
+            return _with_rate(fault, gate)
         known = [
             i
             for i in identifiers
             if classifications.is_known(i) and (identifai_shaped(i) or not config.strict_ids)
         ]
         if len(known) < len(identifiers) and config.unknown_classifications == "404":
-            return replace(_NOT_FOUND_IMAGE, headers=gate)
+            return with_headers(_NOT_FOUND_IMAGE, gate)
         odd = config.classifications_shape == "odd"
         body = classifications.answer_body(known, pending_rate=config.pending_rate, odd=odd)
-        truncate = self._roll(config.truncate_rate)
-        return Reply(200, body, "application/json", gate, truncate=truncate)
+        reply = Reply(200, (*_JSON, *gate), body)
+        return _truncated(reply) if self._roll(config.truncate_rate) else reply
 
-    def _faulty(self) -> Reply | None:
+    def _faulty(self) -> Action | None:
         """A fault that replaces an admitted request's answer, if the dice say so."""
         if self._roll(self.config.drop_rate):
             return _DROP
         if self._roll(self.config.error_rate):
             return _UNAVAILABLE
         if self._roll(self.config.not_png_rate):
-            return Reply(200, _PROXY_ERROR_PAGE, "text/html; charset=utf-8")
+            return Reply(200, (("Content-Type", "text/html; charset=utf-8"),), _PROXY_ERROR_PAGE)
         return None
 
     def _roll(self, rate: float) -> bool:
         """True with probability `rate`; draws nothing when the fault is off."""
         return rate > 0 and self._random.random() < rate
+
+
+def _with_rate(fault: Action, gate: Headers) -> Action:
+    """A fault's answer, with the rate headers of the request it replaces."""
+    return with_headers(fault, gate) if isinstance(fault, Reply) else fault
 
 
 # --------------------------------------------------------------------------- blocking entry
