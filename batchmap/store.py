@@ -633,7 +633,7 @@ class Store:
 
         One transaction for the whole stream: a file that turns out bad halfway (the reader
         raises) adds nothing, so fixing it and loading again is the whole recovery. The
-        stream goes first to a temporary table, then into `jobs` sorted by identifier: the
+        stream goes first to a temporary database, then into `jobs` sorted by identifier: the
         unique index then grows by appending instead of by random inserts (2-3x faster at a
         million rows). New rows are therefore numbered, claimed and reported in identifier
         order within each load. Memory stays flat: SQLite sorts on disk. The write lock on the
@@ -643,11 +643,14 @@ class Store:
         seen = 0
         stream = iter(identifiers)
         self.conn.execute("PRAGMA threads = 2")  # lets SQLite's sorter merge on a second core
-        self.conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS staging (identifier TEXT NOT NULL, user_columns TEXT)"
-        )
+        # The stage is a private temporary database, deleted whole when detached: dropping a
+        # temporary table reads every page of it (0.2 s of a 4 s million-row load).
+        self.conn.execute("ATTACH DATABASE '' AS stage")
         columns = False
         try:
+            self.conn.execute(
+                "CREATE TABLE stage.ids (identifier TEXT NOT NULL, user_columns TEXT)"
+            )
             with self._write(immediate=False):
                 while batch := list(islice(stream, LOAD_BATCH)):
                     if isinstance(batch[0], tuple):
@@ -659,28 +662,28 @@ class Store:
                 staged = self.conn.total_changes
                 self.conn.execute(
                     "INSERT OR IGNORE INTO jobs (identifier, created_at, user_columns) "
-                    "SELECT identifier, ?, user_columns FROM staging ORDER BY identifier",
+                    "SELECT identifier, ?, user_columns FROM stage.ids ORDER BY identifier",
                     (now_iso(),),
                 )
                 added = self.conn.total_changes - staged
                 if columns:  # a duplicate's or a later load's columns: one value per row
                     self.conn.execute(
                         "UPDATE jobs SET user_columns = s.user_columns FROM "
-                        "(SELECT identifier, max(user_columns) AS user_columns FROM staging "
+                        "(SELECT identifier, max(user_columns) AS user_columns FROM stage.ids "
                         "WHERE user_columns IS NOT NULL GROUP BY identifier) AS s "
                         "WHERE jobs.identifier = s.identifier "
                         "AND jobs.user_columns IS NOT s.user_columns"
                     )
         finally:
             with suppress(sqlite3.Error):
-                self.conn.execute("DROP TABLE IF EXISTS temp.staging")
+                self.conn.execute("DETACH DATABASE stage")
         return seen, added
 
     def _stage_with_columns(self, batch: list[tuple[str, str | None]]) -> bool:
         """Stage (identifier, columns) pairs; whether any row had columns."""
         try:
             self.conn.execute(
-                "INSERT INTO staging (identifier, user_columns) SELECT "
+                "INSERT INTO stage.ids (identifier, user_columns) SELECT "
                 "json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
                 (json.dumps(batch),),
             )
@@ -688,7 +691,7 @@ class Store:
             if "json" not in str(error):
                 raise
             self.conn.executemany(
-                "INSERT INTO staging (identifier, user_columns) VALUES (?, ?)", batch
+                "INSERT INTO stage.ids (identifier, user_columns) VALUES (?, ?)", batch
             )
         return any(columns is not None for _, columns in batch)
 
@@ -696,14 +699,14 @@ class Store:
         # One JSON array per batch: SQLite unpacks it in C, twice as fast as binding each row.
         try:
             self.conn.execute(
-                "INSERT INTO staging (identifier) SELECT value FROM json_each(?)",
+                "INSERT INTO stage.ids (identifier) SELECT value FROM json_each(?)",
                 (json.dumps(batch),),
             )
         except sqlite3.OperationalError as error:
             if "json_each" not in str(error):
                 raise
             # an SQLite built without JSON
-            self.conn.executemany("INSERT INTO staging (identifier) VALUES (?)", zip(batch))
+            self.conn.executemany("INSERT INTO stage.ids (identifier) VALUES (?)", zip(batch))
 
     # -- claiming and recording ------------------------------------------------------------
 

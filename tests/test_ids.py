@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 import struct
 import tracemalloc
 import zlib
@@ -114,13 +115,14 @@ def test_blank_lines_before_headerless_data_are_counted(tmp_path: Path) -> None:
     assert (source.rows, source.blank) == (3, 2)
 
 
-def test_counts_are_updated_while_iterating(tmp_path: Path) -> None:
-    source = IdSource(write(tmp_path, "id\na\n\nb\n"))
+def test_counts_are_updated_while_iterating_a_batch_of_rows_at_a_time(tmp_path: Path) -> None:
+    batch = ids._BATCH
+    source = IdSource(write(tmp_path, "id\na\n\n" + "b\n" * (batch + 10)))
     identifiers = iter(source)
     assert next(identifiers) == "a"
-    assert (source.rows, source.blank) == (1, 0)
-    assert next(identifiers) == "b"
-    assert (source.rows, source.blank) == (3, 1)
+    assert (source.rows, source.blank) == (batch, 1)  # the first batch's rows, counted whole
+    assert sum(1 for _ in identifiers) == batch + 10
+    assert (source.rows, source.blank) == (batch + 12, 1)
 
 
 def test_a_utf8_byte_order_mark_is_ignored(tmp_path: Path) -> None:
@@ -355,7 +357,7 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path) -> None:
         finally:
             tracemalloc.stop()
 
-    assert peak(40_000) < peak(2_000) + 64 * 1024
+    assert peak(40_000) < peak(10_000) + 64 * 1024  # past one batch of rows and one chunk
 
 
 # --- properties --------------------------------------------------------------------------
@@ -530,3 +532,111 @@ def test_a_quoted_row_across_the_end_of_the_look_ahead_is_read_once_and_whole(
         f"{broken}:3: the file ends inside a quoted field"
         " (in the row on lines 3-4; is a quote left open?)"
     )
+
+
+# --- chunks and batches: whole-chunk and whole-batch work names the same lines ---------------
+
+
+def _lines_one_by_one(data: bytes, *, limit: int) -> tuple[list[str], str | None]:
+    """The reference: each line read with readline and checked on its own, as batchmap read
+    files before chunks: the lines before the first bad one, and its message."""
+    lines: list[str] = []
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return lines, "f:1: not valid UTF-8 (it starts with a UTF-16 byte order mark"
+    stream = io.BytesIO(data.removeprefix(b"\xef\xbb\xbf"))
+    for number, raw in enumerate(iter(lambda: stream.readline(limit + 1), b""), 1):
+        if len(raw) > limit:
+            return lines, f"f:{number}: line is longer than {limit:,} bytes"
+        if 0 in raw:
+            return lines, f"f:{number}: contains a NUL byte"
+        try:
+            lines.append(raw.decode())
+        except UnicodeDecodeError as error:
+            return lines, f"f:{number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at column"
+    return lines, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [b"a", b"bc", b"\n", b"\r\n", b"\r", b"\x00", b"\xc3\xa9", b"\xe9", b"\xef\xbb\xbf"]
+        ),
+        max_size=40,
+    ),
+    start=st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe"]),
+    chunk=st.integers(1, 9),
+    limit=st.integers(1, 12),
+)
+def test_lines_read_in_chunks_are_the_lines_read_one_by_one(
+    pieces: list[bytes], start: bytes, chunk: int, limit: int
+) -> None:
+    data = start + b"".join(pieces)
+    expected, message = _lines_one_by_one(data, limit=limit)
+    got: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ids.read, "CHUNK_BYTES", chunk)
+        patch.setattr(ids.read, "MAX_LINE_BYTES", limit)
+        try:
+            got.extend(ids.read.decoded_lines(io.BytesIO(data), "f"))
+        except InputError as error:
+            assert message is not None and str(error).startswith(message)
+        else:
+            assert message is None
+    assert got == expected
+
+
+def _starts_row_by_row(data: bytes) -> list[int]:
+    """The reference: the line each data row starts on, from csv's own line count."""
+    rows = csv.reader(io.StringIO(data.decode(), newline=""))
+    starts: list[int] = []
+    last = 0
+    for _ in rows:
+        starts.append(last + 1)
+        last = rows.line_num
+    return starts[1:]  # after the header
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(["abc", "x.png", "  ", "a\nb", "id"]), st.text("n\n", max_size=3)
+            ),
+            st.tuples(st.just("z" * 30), st.just("")),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    crlf=st.booleans(),
+    batch=st.integers(1, 5),
+)
+def test_warnings_and_errors_name_the_line_a_row_starts_on_across_batches(
+    tmp_path: Path, rows: list[tuple[str, str]], crlf: bool, batch: int
+) -> None:
+    data = _csv_bytes([["identifier", "note"], *map(list, rows)], crlf=crlf, bom=False)
+    starts = _starts_row_by_row(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ids, "_BATCH", batch)
+        patch.setattr(ids, "MAX_IDENTIFIER_LENGTH", 20)  # "z" * 30 is too long
+        source = _from_bytes(tmp_path, data)
+        cells = [cell.strip() for cell, _ in rows]
+        if "z" * 30 in cells:
+            bad = starts[cells.index("z" * 30)]
+            with pytest.raises(InputError, match=rf":{bad}: identifier is 30 characters long"):
+                list(source.with_columns())
+            return
+        if not any(cells):
+            return  # refused: no identifiers
+        list(source.with_columns())
+    paths = [starts[n] for n, cell in enumerate(cells) if cell == "x.png"]
+    warning = next((w for w in source.warnings if "like a path" in w), None)
+    if not paths:
+        assert warning is None
+        return
+    assert warning is not None
+    shown = [int(line) for line in re.findall(r"(\d+) 'x\.png'", warning)]
+    assert shown == paths[:5]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-from collections import deque
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -38,9 +38,9 @@ __all__ = [
 # A row's other columns are kept as one JSON object of at most this many bytes (UTF-8), so
 # a stored row stays small; longer ones are cut to fit, with a warning naming their lines.
 MAX_COLUMNS_BYTES = 4096
-# Identifiers are checked for shape in batches: large enough for whole-batch string
-# operations to pay, small enough to be part of the flat memory a load needs.
-_CHECK_BATCH = 128
+# Rows are read, counted and checked for shape in batches: large enough for whole-batch
+# operations (in C) to pay, small enough to be part of the flat memory a load needs.
+_BATCH = 1024
 
 
 class IdSource:
@@ -55,7 +55,6 @@ class IdSource:
         self.column = column
         self.kept_names: list[str] = []  # the other columns' names, once `with_columns` started
         self.id_name: str | None = None  # ... and the identifier column's header cell
-        self._kept: deque[str | None] | None = None  # the columns of the identifier yielded next
         self.rows = 0  # data rows seen (after the header), updated while iterating
         self.blank = 0  # rows skipped because blank or with an empty identifier cell
         self.notes: list[str] = []  # how the file was read, when guessed from its content
@@ -64,10 +63,7 @@ class IdSource:
 
     def __iter__(self) -> Iterator[str]:
         """Yield trimmed, non-empty identifiers in file order; duplicates are the store's job."""
-        self.rows = self.blank = 0
-        self.notes = []
-        self.warnings = []
-        return self._identifiers()
+        return self._start(keep=False)  # type: ignore[return-value]  # no pairs without keep
 
     def with_columns(self) -> Iterator[str | tuple[str, str | None]]:
         """Each identifier with its row's other columns, as a JSON object (None: none there).
@@ -76,29 +72,22 @@ class IdSource:
         yields (identifier, columns) pairs. The object is at most MAX_COLUMNS_BYTES; a row
         whose columns are longer is cut, and warned about.
         """
-        kept: deque[str | None] = deque()
-        self._kept = kept
-        try:
-            items = iter(self)
-            first = next(items, None)
-            if first is None:
-                return
-            if not self.kept_names:
-                yield first
-                yield from items
-                return
-            yield first, kept.popleft()
-            for identifier in items:
-                yield identifier, kept.popleft()
-        finally:
-            self._kept = None
+        return self._start(keep=True)
+
+    def _start(self, *, keep: bool) -> Iterator[str | tuple[str, str | None]]:
+        """A new pass over the file, counts reset: the items of each batch of rows in turn
+        (one level of iteration per item, in C)."""
+        self.rows = self.blank = 0
+        self.notes = []
+        self.warnings = []
+        return itertools.chain.from_iterable(self._batches(keep=keep))
 
     def _open(self) -> BinaryIO:
         """The file opened for reading bytes; OS errors are one-line InputErrors."""
         return read.open_csv(self.path, self._where)
 
-    def _identifiers(self) -> Iterator[str]:
-        """The body of __iter__: look ahead to pick the layout, then read every row."""
+    def _batches(self, *, keep: bool) -> Iterator[list[str] | list[tuple[str, str | None]]]:
+        """Look ahead to pick the layout, then read every row: the items of each batch."""
         where = self._where
         with self._open() as stream:
             lines = read.decoded_lines(stream, where)
@@ -130,12 +119,12 @@ class IdSource:
             self.notes.extend(found.notes)
             reading = _Pass(self, found)
             width = max(len(row) for row, _ in first)
-            if self._kept is not None and width > 1:
+            if keep and width > 1:
                 reading.keep(first[0][0] if found.header is not None else [""] * width)
             failure = failure or problem
             rest = lines if failure is None else _raising(failure)  # the same error, in place
             rows = read.reader(itertools.chain(head, straddling, rest), delimiter)
-            yield from reading.rows(rows, after=first[0][1] if found.header is not None else 0)
+            yield from reading.batches(rows, after=first[0][1] if found.header is not None else 0)
         reading.end()
 
 
@@ -149,8 +138,6 @@ class _Pass:
         self.layout = found
         self.checker = Checker(self.where, header=found.header, better=found.better)
         self.other_cells = False  # did a row without identifier hold anything else?
-        self.batch: list[str] = []
-        self.batch_lines: list[int] = []
         self.names: list[str] = []  # every column's name, once `keep` was called
         self.cut = Examples()  # rows whose other columns were cut to MAX_COLUMNS_BYTES
 
@@ -166,41 +153,77 @@ class _Pass:
         self.source.kept_names = [n for i, n in enumerate(names) if i != self.layout.index]
         self.source.id_name = self.layout.header
 
-    def rows(self, rows: CsvReader, *, after: int) -> Iterator[str]:
-        """The identifiers of the rows that start after line `after` (the header's); counts
-        kept row by row, each identifier checked with the line its row starts on."""
-        source, index, where = self.source, self.layout.index, self.where
-        batch, batch_lines = self.batch, self.batch_lines
-        kept = source._kept if self.names else None
-        last = 0
+    def batches(
+        self, rows: CsvReader, *, after: int
+    ) -> Iterator[list[str] | list[tuple[str, str | None]]]:
+        """The items of the rows that start after line `after` (the header's), _BATCH rows
+        at a time; each batch counted and checked whole, an error raised after the items of
+        the rows before it, naming the line its row starts on."""
+        last = 0  # the line the rows read so far end on
         try:
             while last < after:  # the header, and any blank lines above it: not data rows
                 next(rows)
                 last = rows.line_num
-            for row in rows:
-                line, last = last + 1, rows.line_num
-                source.rows += 1
-                identifier = row[index].strip() if index < len(row) else ""
-                if not identifier:
-                    source.blank += 1
-                    self.other_cells = self.other_cells or filled(row)
-                    continue
-                if len(identifier) > MAX_IDENTIFIER_LENGTH:
-                    raise read.too_long(where, identifier, line=line)
-                batch.append(identifier)
-                batch_lines.append(line)
-                if kept is not None:
-                    kept.append(self.columns(row, line))
-                if len(batch) >= _CHECK_BATCH:
-                    self.flush()
-                yield identifier
         except csv.Error as error:
-            raise read.csv_problem(where, error, start=last + 1, end=rows.line_num) from None
+            raise read.csv_problem(self.where, error, start=last + 1, end=rows.line_num) from None
+        batch: list[list[str]] = []
+        while True:
+            failure: csv.Error | InputError | None = None
+            try:
+                batch.extend(itertools.islice(rows, _BATCH))  # keeps the rows before an error
+            except (csv.Error, InputError) as error:
+                failure = error
+            if failure is None and rows.line_num - last == len(batch):
+                starts: Sequence[int] = range(last + 1, last + 1 + len(batch))  # a line each
+                last = rows.line_num
+            else:
+                starts, last = _starts(batch, first=last + 1)
+            items, problem = self.items(batch, starts)
+            if items:
+                yield items
+            if problem is not None:
+                raise problem
+            if isinstance(failure, csv.Error):
+                raise read.csv_problem(self.where, failure, start=last + 1, end=rows.line_num)
+            if failure is not None:
+                raise failure
+            if not batch:
+                return
+            batch.clear()
 
-    def flush(self) -> None:
-        self.checker.check(self.batch, self.batch_lines)
-        self.batch.clear()
-        self.batch_lines.clear()
+    def items(
+        self, batch: list[list[str]], starts: Sequence[int]
+    ) -> tuple[list[str] | list[tuple[str, str | None]], InputError | None]:
+        """A batch of rows (starting on those lines) counted and checked: its identifiers
+        (with their columns when kept), and the error of the first too long, if any."""
+        index = self.layout.index
+        try:  # in C, unless a row is too short to have the column
+            identifiers = list(map(str.strip, map(operator.itemgetter(index), batch)))
+        except IndexError:
+            identifiers = [row[index].strip() if index < len(row) else "" for row in batch]
+        self.source.rows += len(batch)
+        if "" in identifiers:  # blank rows: counted, then dropped
+            self.source.blank += identifiers.count("")
+            blank = [
+                row for row, identifier in zip(batch, identifiers, strict=True) if not identifier
+            ]
+            self.other_cells = self.other_cells or any(map(filled, blank))
+            filled_rows = [n for n, identifier in enumerate(identifiers) if identifier]
+            batch = [batch[n] for n in filled_rows]
+            starts = [starts[n] for n in filled_rows]
+            identifiers = [identifiers[n] for n in filled_rows]
+        problem = None
+        if identifiers and max(map(len, identifiers)) > MAX_IDENTIFIER_LENGTH:
+            bad = next(
+                n for n, value in enumerate(identifiers) if len(value) > MAX_IDENTIFIER_LENGTH
+            )
+            problem = read.too_long(self.where, identifiers[bad], line=starts[bad])
+            batch, starts, identifiers = batch[:bad], starts[:bad], identifiers[:bad]
+        self.checker.check(identifiers, starts)
+        if not self.names:
+            return identifiers, problem
+        columns = [self.columns(row, line) for row, line in zip(batch, starts, strict=True)]
+        return list(zip(identifiers, columns, strict=True)), problem
 
     def columns(self, row: list[str], line: int) -> str | None:
         """The row's other non-empty cells as compact JSON, cut to MAX_COLUMNS_BYTES."""
@@ -220,7 +243,6 @@ class _Pass:
 
     def end(self) -> None:
         """After the last row: refuse a file without identifiers, complete the warnings."""
-        self.flush()
         source = self.source
         if source.rows == source.blank:
             if self.layout.header is not None and not self.other_cells:
@@ -260,6 +282,17 @@ def _cut_columns(found: dict[str, str]) -> str:
             del kept[key]
         break
     return json.dumps(kept, ensure_ascii=False, separators=(",", ":"))
+
+
+def _starts(batch: list[list[str]], *, first: int) -> tuple[list[int], int]:
+    """The line each row starts on, the first on `first`, and the line the last ends on: a
+    row goes on for each line break its quoted cells hold."""
+    starts: list[int] = []
+    line = first
+    for row in batch:
+        starts.append(line)
+        line += 1 + sum(cell.count("\n") for cell in row)
+    return starts, line - 1
 
 
 def _recorded(lines: Iterator[str], into: list[str]) -> Iterator[str]:

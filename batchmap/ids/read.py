@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -21,6 +22,9 @@ MAX_IDENTIFIER_LENGTH = 1024
 # small enough that a binary file or an unclosed quote cannot fill memory.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 MAX_FIELD_CHARS = 16 * 1024 * 1024
+# The file is read, checked and decoded this many bytes at a time: whole-chunk operations in
+# C instead of a loop per line, and a small part of the flat memory a load needs.
+CHUNK_BYTES = 64 * 1024
 # Examples in messages are clipped to this many characters: one line stays readable.
 EXAMPLE_CHARS = 32
 
@@ -51,34 +55,83 @@ def open_csv(path: Path, where: str) -> BinaryIO:
 
 def decoded_lines(stream: BinaryIO, where: str) -> Iterator[str]:
     """Each physical line as UTF-8 text (a UTF-8 BOM dropped), naming the line of a NUL, a
-    bad byte or a line over MAX_LINE_BYTES; only one line is ever held. Raises csv's field
-    bound to MAX_FIELD_CHARS for the readers of these lines."""
+    bad byte or a line over MAX_LINE_BYTES. Raises csv's field bound to MAX_FIELD_CHARS for
+    the readers of these lines.
+
+    The file is read CHUNK_BYTES at a time, cut after its last newline; a chunk without a
+    NUL, a bad byte or an overlong line (nearly all) is decoded and split whole, in C; any
+    other goes line by line, so an error is raised after the lines before it, naming its own.
+    Memory stays flat: one chunk and one line (at most MAX_LINE_BYTES) are ever held.
+    """
     if csv.field_size_limit() < MAX_FIELD_CHARS:  # process-wide; only ever raised
         csv.field_size_limit(MAX_FIELD_CHARS)
-    raws = iter(functools.partial(stream.readline, MAX_LINE_BYTES + 1), b"")
-    for number, raw in enumerate(raws, 1):
-        if number == 1:
-            if raw.startswith(_UTF16_BOMS):
-                raise InputError(
-                    f"{where}:1: not valid UTF-8 (it starts with a UTF-16 byte order mark;"
-                    " save it as UTF-8)"
-                )
-            raw = raw.removeprefix(_UTF8_BOM)
-        if len(raw) > MAX_LINE_BYTES:
-            raise InputError(
-                f"{where}:{number}: line is longer than {MAX_LINE_BYTES:,} bytes;"
-                " is this a CSV file?"
-            )
-        if 0 in raw:  # an int finds the byte much faster than b"\0" does
-            raise InputError(f"{where}:{number}: contains a NUL byte; is this a binary file?")
-        try:
-            yield raw.decode()
-        except UnicodeDecodeError as error:
-            column = len(raw[: error.start].decode()) + 1  # in characters, as an editor counts
-            raise InputError(
-                f"{where}:{number}: not valid UTF-8"
-                f" (byte 0x{raw[error.start]:02x} at column {column})"
-            ) from None
+    return itertools.chain.from_iterable(_chunks(stream, where))
+
+
+def _chunks(stream: BinaryIO, where: str) -> Iterator[Iterable[str]]:
+    """The lines of decoded_lines, a list per chunk (a generator where one needs naming)."""
+    first = stream.read(max(CHUNK_BYTES, len(_UTF8_BOM)))
+    if first.startswith(_UTF16_BOMS):
+        raise InputError(
+            f"{where}:1: not valid UTF-8 (it starts with a UTF-16 byte order mark;"
+            " save it as UTF-8)"
+        )
+    reads = iter(functools.partial(stream.read, CHUNK_BYTES), b"")
+    done = 0  # lines before the current chunk
+    carry = b""  # the start of a line the last chunk cut
+    for raw in itertools.chain([first.removeprefix(_UTF8_BOM)], reads):
+        data = carry + raw
+        del raw
+        cut = data.rfind(b"\n") + 1  # after the last whole line
+        if not cut and len(data) <= MAX_LINE_BYTES:  # a line longer than a chunk: read on
+            carry = data
+            continue
+        body, carry = (data, b"") if not cut else (data[:cut], data[cut:])
+        del data
+        yield _lines(body, done, where)
+        done += body.count(b"\n") + (not cut)
+    if carry:  # the last line, without a newline
+        yield _lines(carry, done, where)
+
+
+def _lines(body: bytes, done: int, where: str) -> Iterable[str]:
+    """A chunk's lines, each with its newline: split in C when none needs naming (a NUL, a
+    bad byte, too long), else one at a time, raising at the first that does."""
+    if 0 in body or len(body) > MAX_LINE_BYTES:  # an int finds the byte faster than b"\0"
+        return (_line(raw, number, where) for number, raw in _numbered(body, done + 1))
+    try:
+        lines = body.decode().replace("\n", "\n\0").split("\0")  # no NUL is in the text
+    except UnicodeDecodeError:
+        return (_line(raw, number, where) for number, raw in _numbered(body, done + 1))
+    if not lines[-1]:  # after the last newline
+        lines.pop()
+    return lines
+
+
+def _numbered(body: bytes, first: int) -> Iterator[tuple[int, bytes]]:
+    """The chunk's lines (each with its newline) and their numbers, one at a time."""
+    start = 0
+    while start < len(body):
+        end = body.find(b"\n", start) + 1 or len(body)
+        yield first, body[start:end]
+        first, start = first + 1, end
+
+
+def _line(raw: bytes, number: int, where: str) -> str:
+    """One line as text, or the error that names it: too long, a NUL, not UTF-8."""
+    if len(raw) > MAX_LINE_BYTES:
+        raise InputError(
+            f"{where}:{number}: line is longer than {MAX_LINE_BYTES:,} bytes; is this a CSV file?"
+        )
+    if 0 in raw:
+        raise InputError(f"{where}:{number}: contains a NUL byte; is this a binary file?")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as error:
+        column = len(raw[: error.start].decode()) + 1  # in characters, as an editor counts
+        raise InputError(
+            f"{where}:{number}: not valid UTF-8 (byte 0x{raw[error.start]:02x} at column {column})"
+        ) from None
 
 
 def reader(lines: Iterable[str], delimiter: str) -> CsvReader:

@@ -15,6 +15,8 @@ from batchmap.ids.read import example
 MAX_EXAMPLES = 5  # per warning: memory stays flat however many values look odd
 # The share of sampled values that makes a shape "the rest's"; 0.8 lets a fifth differ.
 SHAPE_SHARE = 0.8
+# The first this many identifiers are the sample that fixes "the rest's" shape.
+SHAPE_SAMPLE = 128
 
 # identifAI's identifiers are 64 lowercase hex in every doc example, v2 tickets 24.
 _IDENTIFAI = re.compile(r"[0-9a-f]{64}|[0-9a-f]{24}")
@@ -39,6 +41,8 @@ HEADER_WORDS = frozenset(
         *("name", "image_name", "file", "filename", "file_name", "path", "url", "uuid", "key"),
     )
 )
+# A value this long or longer is never taken for a repeated header.
+_HEADER_CHARS = 40
 # A value ending so is a file name, not an identifier (the wrong column, most likely).
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic")
 
@@ -132,28 +136,45 @@ class Checker:
             Examples(),
         )
         self.identifai = 0
+        self.sample: list[str] = []  # the first identifiers, until they fix the shape
+        self.sample_lines: list[int] = []
 
-    def check(self, values: list[str], lines: list[int]) -> None:
-        """Account for one batch of non-empty identifiers, values[n] on lines[n]."""
+    def check(self, values: Sequence[str], lines: Sequence[int]) -> None:
+        """Account for a batch of non-empty identifiers, values[n] on lines[n]; the first
+        SHAPE_SAMPLE of them, whatever the batches, fix the rest's shape."""
+        if self.shape is None:
+            self.sample.extend(values)
+            self.sample_lines.extend(lines)
+            if len(self.sample) >= SHAPE_SAMPLE:
+                self._fix_shape()
+            return
+        self._screen(values, lines, self.shape)
+
+    def _fix_shape(self) -> None:
+        values = [value for value in self.sample[:SHAPE_SAMPLE] if self._category(value) is None]
+        self.shape = Shape(values)
+        self._screen(self.sample, self.sample_lines, self.shape)
+        self.sample, self.sample_lines = [], []
+
+    def _screen(self, values: Sequence[str], lines: Sequence[int], shape: Shape) -> None:
+        """Count a batch, and tally its odd values: whole-batch screens first, in C."""
         if not values:
             return
-        if self.shape is None:
-            self.shape = Shape([value for value in values if self._category(value) is None])
         self.total += len(values)
         if self.better is not None:
             self.identifai += sum(map(looks_identifai, values))
         joined = "\0".join(values)  # no value holds a NUL
-        words = normal(joined).split("\0")
+        lengths = set(map(len, values))
         screens = (
-            not self.header_words.isdisjoint(words),
+            min(lengths) < _HEADER_CHARS
+            and not self.header_words.isdisjoint(normal(joined).split("\0")),
             "/" in joined or "\\" in joined or "." in joined,
             any(mark in joined for mark in (",", "\t", ";", "|")),
         )
-        shape = self.shape
         plain = shape.alphabet is not None and (
             joined.isascii()
             and not joined.encode().translate(None, _DELETE[shape.alphabet])
-            and (shape.lengths is None or set(map(len, values)) <= shape.lengths)
+            and (shape.lengths is None or lengths <= shape.lengths)
         )
         if not any(screens) and (plain or shape.alphabet is None):
             return
@@ -166,7 +187,7 @@ class Checker:
 
     def _category(self, value: str) -> Examples | None:
         """The warning a value belongs to whatever the others look like, if any."""
-        if len(value) < 40 and normal(value) in self.header_words:
+        if len(value) < _HEADER_CHARS and normal(value) in self.header_words:
             return self.headers
         if "/" in value or "\\" in value or value.lower().endswith(_IMAGE_SUFFIXES):
             return self.paths
@@ -176,6 +197,8 @@ class Checker:
 
     def warnings(self) -> list[str]:
         """One line per kind of odd value, with counts and examples; empty if none."""
+        if self.shape is None and self.sample:  # fewer identifiers than the sample
+            self._fix_shape()
         found = [
             self._warning(self.headers, "looks", "like a header (repeated inside the file?)"),
             self._warning(self.paths, "looks", "like a path, URL or file name (wrong column?)"),

@@ -21,6 +21,8 @@ from tools.bench.common import (
 from tools.bench.processes import Finished, batchmap, batchmap_argv, run_child
 
 SMALL_IDS = 1000  # the small table that tells memory growth from a fixed cost
+# Issue 19: loading a million ids may take up to twice sqlite3's own import of the same CSV.
+LOAD_RATIO_TARGET = 2.0
 
 
 def peak(big: Finished, small: Finished, what: str) -> str:
@@ -84,7 +86,9 @@ def scale_load(report: Report, work: Path, csv: str) -> None:
         line(
             "batchmap load",
             f"{seconds(load.wall)} = {ratio(load_ratio)} x floor",
-            report.check("scale", "load time ÷ sqlite3 import", load_ratio, "<=", 4.0, ratio),
+            report.check(
+                "scale", "load time ÷ sqlite3 import", load_ratio, "<=", LOAD_RATIO_TARGET, ratio
+            ),
         )
     line(
         "batchmap load peak RSS",
