@@ -1,4 +1,4 @@
-"""The job table: the only package that runs SQL.
+"""The job database: every read and write of it (but `estimate`'s read-only counts).
 
 One SQLite file in WAL mode, one row per unique identifier, plus the run history (`runs`,
 `timeline`). Every change is one short transaction, so a crash at any instant leaves a
