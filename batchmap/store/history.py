@@ -78,6 +78,7 @@ class RunHistory(Base):
 
         `reason` (a signal's name, an error) is kept in the run's options as `ended_by`.
         """
+        # SQL: sqlite-utils' update() reads the row first, and json_set merges the reason in.
         with self._write():
             self.conn.execute(
                 "UPDATE runs SET ended_at = ?, exit_code = ? WHERE run_id = ?",
