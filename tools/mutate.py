@@ -127,9 +127,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "claim-finished-rows",
-        "batchmap/store.py",
-        "f\"WHERE state = 'pending'{asked} ORDER BY rowid LIMIT ?) \"",
-        "f\"WHERE state IN ('pending', 'done'){asked} ORDER BY rowid LIMIT ?) \"",
+        "batchmap/store/jobs.py",
+        "f\"WHERE state = 'pending'{asked}{self._upto} ORDER BY rowid LIMIT ?) \"",
+        "f\"WHERE state IN ('pending', 'done'){asked}{self._upto} ORDER BY rowid LIMIT ?) \"",
         (
             "tests/test_e2e.py::test_rerun_load_and_resume_of_a_finished_table_send_no_request_and_change_no_row",
         ),
@@ -331,7 +331,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "undecided-classification-ends-row",
-        "batchmap/store.py",
+        "batchmap/store/jobs.py",
         'if item.has_heatmap is False and item.status in (None, "done")',
         "if item.has_heatmap is False",
         (
