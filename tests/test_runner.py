@@ -16,12 +16,13 @@ import pytest
 import batchmap.runner as runner_module
 from batchmap import files
 from batchmap.config import Pace
+from batchmap.context import RunContext, RunSettings, Tally
 from batchmap.errors import ApiUnusableError, AuthError, StorageError
 from batchmap.fetch import make_client
 from batchmap.files import Layout
 from batchmap.models import JobState, Meaning, Outcome
 from batchmap.pacer import Pacer
-from batchmap.runner import PROBATION, Runner, RunSettings, Tally
+from batchmap.runner import PROBATION, Runner
 from batchmap.store import Store
 from tests.limiters import FakeClock
 from tests.pngs import tiny_png
@@ -63,12 +64,12 @@ class Harness:
                 transport=httpx.MockTransport(logged),
             )  # fmt: skip
             async with client:
-                runner = Runner(
+                ctx = RunContext.make(
                     self.store, client, self.pacer, self.settings,
-                    run_id=self.store.start_run({}),
                     clock=self.clock, wall=lambda: 1.8e9 + self.clock(), sleep=self.clock.sleep,
                     jitter=lambda ceiling: ceiling,
                 )  # fmt: skip
+                runner = Runner(ctx, run_id=self.store.start_run({}))
                 original = self.pacer.pause
 
                 def pause(until: float, reason: str, **kw: bool) -> None:
@@ -277,7 +278,7 @@ def test_a_graceful_stop_returns_unfinished_rows_to_pending(tmp_path: Path) -> N
 
     def handler(request: httpx.Request) -> httpx.Response:
         if len(h.requests) == 5:
-            runner_box[0].stop.request()
+            runner_box[0].ctx.stop.request()
         return png_response(request)
 
     h.run(handler, before=runner_box.append)
@@ -312,7 +313,7 @@ def test_a_flush_cancelled_halfway_still_records_its_batch(
 
     async def go() -> None:
         async with httpx.AsyncClient() as client:
-            await scenario(Runner(h.store, client, h.pacer, h.settings))
+            await scenario(Runner(RunContext.make(h.store, client, h.pacer, h.settings)))
 
     asyncio.run(go())
     assert h.store.counts()[JobState.DONE] == 2
