@@ -275,7 +275,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "batchmap/runner.py",
         "        self._refund(call.refund)",
         "        pass",
-        ("tests/test_runner.py::test_an_outage_pauses_the_pool_probes_and_spends_no_attempt",),
+        (
+            "tests/test_runner.py::test_an_outage_pauses_the_pool_probes_and_spends_no_attempt",
+            "tests/test_runner.py::test_an_outage_a_classifications_request_reveals_gives_the_workers_attempts_back",
+        ),
         "an outage spends no attempt",
     ),
     Mutation(
