@@ -115,7 +115,7 @@ class Health:
         self._add_to_streak(now, row)
         if len(self._streak) >= STREAK and now - self._streak_since >= STREAK_SECONDS:
             self.outage_since = self._streak_since
-            refund = {row: paid for row, paid in self._streak.items() if row is not None and paid}
+            refund = {key: paid for key, paid in self._streak.items() if key is not None and paid}
             self._streak = dict.fromkeys(self._streak, 0)  # given back: not theirs to pay
             call = self._probe_later(error)
             return Call(False, call.pause_for, call.reason, refund=refund)

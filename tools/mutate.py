@@ -284,8 +284,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "refund-one-attempt-each",
         "batchmap/health.py",
-        "refund = {row: paid for row, paid in self._streak.items() if row is not None and paid}",
-        "refund = {row: 1 for row, paid in self._streak.items() if row is not None and paid}",
+        "refund = {key: paid for key, paid in self._streak.items() if key is not None and paid}",
+        "refund = {key: 1 for key, paid in self._streak.items() if key is not None and paid}",
         ("tests/test_health.py::test_who_pays_for_a_failure",),
         "an outage spends no attempt",
     ),
