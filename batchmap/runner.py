@@ -186,8 +186,9 @@ class Runner:
                 return heapq.heappop(self._retries)[2]
             asking = self.prefilter is not None and self.prefilter.active
             if not self._ready and not self._exhausted:
-                claimed = ctx.store.claim(max(32, 4 * ctx.settings.pace.concurrency),
-                                          asked_only=asking)  # fmt: skip
+                claimed = ctx.store.claim(
+                    max(32, 4 * ctx.settings.pace.concurrency), asked_only=asking
+                )
                 if self.prefilter is not None:
                     self.prefilter.claimed(len(claimed))
                 self._exhausted = not claimed and not asking
@@ -243,9 +244,11 @@ class Runner:
         try:
             self._phase[me] = FETCHING
             outcome = await fetch_heatmap(
-                ctx.client, job.identifier, timeout=ctx.settings.timeout,
+                ctx.client,
+                job.identifier,
+                timeout=ctx.settings.timeout,
                 max_bytes=ctx.settings.max_body,
-            )  # fmt: skip
+            )
         except asyncio.CancelledError:
             if not ctx.stopping:
                 raise  # not our stop: let it through
