@@ -32,7 +32,7 @@ _EXPORTS = {
     "Job": "batchmap.job",
     "JobState": "batchmap.models",
     "LoadStats": "batchmap.models",
-    "Stop": "batchmap.runner",
+    "Stop": "batchmap.context",
     "Progress": "batchmap.session",
     "RunResult": "batchmap.session",
 }
@@ -59,6 +59,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from batchmap.config import Api, Output, Pace
+    from batchmap.context import Stop
     from batchmap.errors import (
         ApiUnusableError,
         AuthError,
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
     from batchmap.files import Layout
     from batchmap.job import Job
     from batchmap.models import JobState, LoadStats
-    from batchmap.runner import Stop
     from batchmap.session import Progress, RunResult
 
 

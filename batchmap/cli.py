@@ -718,8 +718,8 @@ def _configs(options: dict[str, Any]) -> tuple[Api, Pace, Output]:
 def _fetch(
     db: Path, options: dict[str, Any], *, load: Path | None, column: str | None, retry_failed: bool
 ) -> NoReturn:
+    from batchmap.context import Stop
     from batchmap.progress import Mode, ProgressView
-    from batchmap.runner import Stop
 
     _setup_logging(options["quiet"], options["verbose"], options["log_format"])
     if options["dry_run"]:

@@ -1,6 +1,7 @@
 """Is the API up? Outage decisions as a pure state machine over answers and failures; no I/O.
 
-The runner reports every request's end here and acts on the returned `Call`:
+The runner reports every transient failure here, by the row it was about, and acts on the
+returned `Call`:
 
 - Before the API has answered once in this run, nothing is a row's fault: failures are
   forgiven and probed one at a time at growing intervals; connection failures (refused, DNS,
@@ -8,9 +9,9 @@ The runner reports every request's end here and acts on the returned `Call`:
 - After that, transient failures of STREAK different identifiers with no good answer between
   them for STREAK_SECONDS mean an outage (a server failing every other request is flaky, not
   down: its rows pay attempts and back off one by one): the pool pauses and probes one
-  request at a time, at intervals that double up to PROBE_CAP; the streak's attempts are
-  refunded; requests made during the outage spend no attempts. An outage longer than the
-  limit gives up.
+  request at a time, at intervals that double up to PROBE_CAP; the attempts the streak's rows
+  paid are refunded (`Call.refund`: rowid -> attempts); requests made during the outage spend
+  no attempts. An outage longer than the limit gives up.
 - A failure while the API is otherwise answering is the row's own: it spends an attempt.
 - The same few identifiers failing are theirs, not an outage: an identifier that paid for a
   failure and then saw the API answer others (a suspect) never counts towards an outage, so the
@@ -19,13 +20,16 @@ The runner reports every request's end here and acts on the returned `Call`:
   answered.
 - Silence is an outage: before the first answer, SILENT failures (no status line within
   --timeout) of START_PROBES identifiers give up as refused connections do.
+
+A request is about one row, named by its rowid; a classifications request (the prefilter's, a
+batch of rows that no attempt is spent on) is about the row `None`: the endpoint is one subject.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchmap.models import Failure
 
@@ -43,7 +47,7 @@ class Call:
     charge: bool  # spend one of the row's attempts (and back off that row alone)
     pause_for: float = 0.0  # > 0: pause the pool this long, then let one probe through
     reason: str = ""  # why the pool pauses, for progress and the timeline
-    refund: frozenset[str] = frozenset()  # identifiers whose streak attempts are given back
+    refund: dict[int, int] = field(default_factory=dict)  # rowid -> attempts to give back
     give_up: str | None = None  # stop the run: the API cannot be used as given
 
 
@@ -65,12 +69,12 @@ class Health:
         self.answered = False  # any good answer in this run
         self.outage_since: float | None = None  # monotonic start of the current outage
         self.outage_total = 0.0  # seconds of outage this run, ended ones only
-        self._streak: list[str] = []  # identifiers failing since the last good answer
+        # Rows failing since the last good answer, in order, with the attempts each paid since.
+        self._streak: dict[int | None, int] = {}
         self._streak_since = 0.0
         self._start_failures = 0
-        self._silent: set[str] = set()  # identifiers that got no answer at all before the first
-        self.suspects: set[str] = set()  # failed while the API answered: never an outage
-        self._charged: set[str] = set()  # paid for a failure since the last good answer
+        self._silent: set[int | None] = set()  # rows that got no answer at all before the first
+        self.suspects: set[int | None] = set()  # failed while the API answered: never an outage
         self._last_error = "no answer"
         self._probe = PROBE_FIRST
 
@@ -82,8 +86,8 @@ class Health:
     def on_answer(self) -> float | None:
         """A good answer (anything but 5xx/408 or no answer); returns an ended outage's length."""
         self.answered = True
-        self.suspects |= self._charged  # they failed, and the API answered: their own trouble
-        self._charged.clear()
+        # Those that paid for a failure, now that the API answered: their own trouble.
+        self.suspects.update(row for row, paid in self._streak.items() if paid)
         self._streak.clear()
         self._start_failures = 0
         self._probe = PROBE_FIRST
@@ -94,35 +98,34 @@ class Health:
         self.outage_since = None
         return lasted
 
-    def on_failure(self, identifier: str, failure: Failure, error: str) -> Call:
-        """A request failed transiently (no answer, timeout, 5xx): whose fault, and what now."""
+    def on_failure(self, row: int | None, failure: Failure, error: str) -> Call:
+        """A request about `row` failed transiently (no answer, timeout, 5xx): whose fault?"""
         now = self.clock()
         self._last_error = error
         if not self.answered:
-            self._add_to_streak(now, identifier)
-            return self._before_first_answer(now, identifier, failure, error)
+            self._add_to_streak(now, row)
+            return self._before_first_answer(now, row, failure, error)
         if self.outage_since is not None:
             if now - self.outage_since > self.outage_limit:
                 return Call(charge=False, give_up=self._too_long(now, error))
             return self._probe_later(error)
-        if failure is Failure.TIMEOUT or identifier in self.suspects:
-            self.suspects.add(identifier)
+        if failure is Failure.TIMEOUT or row in self.suspects:
+            self.suspects.add(row)
             return Call(charge=True)  # the server answers; this row fails on its own
-        self._add_to_streak(now, identifier)
+        self._add_to_streak(now, row)
         if len(self._streak) >= STREAK and now - self._streak_since >= STREAK_SECONDS:
             self.outage_since = self._streak_since
-            refund = frozenset(self._streak)
-            self._charged.clear()
+            refund = {key: paid for key, paid in self._streak.items() if key is not None and paid}
+            self._streak = dict.fromkeys(self._streak, 0)  # given back: not theirs to pay
             call = self._probe_later(error)
             return Call(False, call.pause_for, call.reason, refund=refund)
-        self._charged.add(identifier)
+        self._streak[row] += 1
         return Call(charge=True)
 
-    def _add_to_streak(self, now: float, identifier: str) -> None:
+    def _add_to_streak(self, now: float, row: int | None) -> None:
         if not self._streak:
             self._streak_since = now
-        if identifier not in self._streak:
-            self._streak.append(identifier)
+        self._streak.setdefault(row, 0)
 
     def overdue(self) -> str | None:
         """Why the run must give up now, checked on a clock: an outage past the limit."""
@@ -134,12 +137,12 @@ class Health:
         return self._too_long(now, self._last_error)
 
     def _before_first_answer(
-        self, now: float, identifier: str, failure: Failure, error: str
+        self, now: float, row: int | None, failure: Failure, error: str
     ) -> Call:
         if self.outage_since is None:
             self.outage_since = now
         if failure is Failure.SILENT:
-            self._silent.add(identifier)
+            self._silent.add(row)
             if len(self._silent) >= START_PROBES:
                 return Call(
                     charge=False,

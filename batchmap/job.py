@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, Required, TypedDict, Unpack, cast
 
 from batchmap.config import DEFAULT_DB, Api, Output, Pace
+from batchmap.context import Stop
 from batchmap.errors import BatchmapError, InputError
 from batchmap.files import Layout
 from batchmap.lock import JobLock
 from batchmap.models import JobState, LoadStats, Written
 from batchmap.overlays import OverlayOptions, OverlayReport, export_overlays
 from batchmap.report import Format, read_status, write_report
-from batchmap.runner import Stop
 from batchmap.session import (
     STOP_SIGNALS,
     Prepared,

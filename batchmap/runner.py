@@ -2,11 +2,13 @@
 
 Every worker waits its turn at one shared Pacer. Transient failures go to a retry heap with
 their backoff time rather than holding a worker asleep; a 429 puts its job straight back.
-Whether a failure is the row's own or the API's is `health.Health`'s decision: an outage
-pauses the pool and spends no row's attempts. Redirects to another origin are an answer
-about the address: answered to every row, they stop the run. With the prefilter on, the
-classifications endpoint is asked about rows in batches ahead of the workers
-(`prefilter.Prefilter`). A stop gives requests in flight GRACE seconds, then abandons them.
+Whether a failure is the row's own or the API's is `health.Health`'s decision, acted on in
+one place for the workers and the prefilter (`Runner.failed`): an outage pauses the pool and
+gives back the attempts Health names. Redirects to another origin are an answer about the
+address: answered to every row, they stop the run. With the prefilter on, the classifications
+endpoint is asked about rows in batches ahead of the workers (`prefilter.Prefilter`), which
+shares the run's services (`context.RunContext`) and calls back only through
+`prefilter.Pool`. A stop gives requests in flight GRACE seconds, then abandons them.
 Order of effects per heatmap: fetch -> staged file -> durable file under its final name
 (files.publish, a batch at a time) -> `done` row, with the run's timeline in the same commit.
 """
@@ -16,26 +18,20 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import time
-from collections import Counter, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-import backoff
-import httpx
-
-from batchmap.config import DEFAULT_MAX_BODY, DEFAULT_TIMEOUT, Pace
+from batchmap.context import RunContext, Tally
 from batchmap.errors import ApiUnusableError, AuthError, BatchmapError
 from batchmap.fetch import fetch_heatmap
-from batchmap.files import Layout, heatmap_path, publish, remove_file, stage
-from batchmap.health import Health
-from batchmap.minutes import MinuteLog
+from batchmap.files import heatmap_path, publish, remove_file, stage
+from batchmap.health import Call
 from batchmap.models import Claim, Failure, JobState, Meaning, Outcome, Record
-from batchmap.pacer import MAX_PAUSE, Pacer
+from batchmap.pacer import MAX_PAUSE
 from batchmap.policy import backoff_delay, stop_message, until_text
 from batchmap.prefilter import Prefilter
-from batchmap.store import Store
 
 log = logging.getLogger("batchmap")
 
@@ -46,32 +42,6 @@ TIMELINE_EVERY = 5.0  # seconds: how often the timeline is written when no row f
 PROBATION = 8  # a job that never had a success stops when its first answers are all 404
 REDIRECTS = 4  # answers in a row redirecting elsewhere (or looping): the address is wrong
 GRACE = 3.0  # seconds requests in flight get to end after a stop, before they are abandoned
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """How one run behaves, resolved from the configuration objects of batchmap.config."""
-
-    out: Path
-    layout: Layout = Layout.SHARDED
-    pace: Pace = field(default_factory=Pace)
-    timeout: float = DEFAULT_TIMEOUT
-    max_body: int = DEFAULT_MAX_BODY
-    prefilter: bool = False
-    where: str = "the API"  # host:port, for messages
-    wait_until: float = 0.0  # wall-clock time before which the server asked not to be called
-
-
-@dataclass(slots=True)
-class Tally:
-    """What this run did so far; progress snapshots are made from it."""
-
-    requests: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-    finished: Counter[JobState] = field(default_factory=Counter)
-    started_at: float = 0.0
-    last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,72 +57,23 @@ class ServerWait:
         return said if self.status is None else f"{said} (HTTP {self.status} Retry-After)"
 
 
-class Stop:
-    """A cancel token. Once: stop claiming, let requests in flight end. Twice: abandon them."""
-
-    def __init__(self) -> None:
-        self.graceful = asyncio.Event()
-        self.force = asyncio.Event()
-        self.reason: str | None = None  # what asked first, e.g. "SIGTERM", for the run's record
-
-    def request(self, reason: str = "stop requested") -> None:
-        """Escalate one step (Ctrl-C, SIGTERM and SIGHUP do this; so can a library caller)."""
-        if self.graceful.is_set():
-            self.force.set()
-        self.graceful.set()
-        self.reason = self.reason or reason
-
-    @property
-    def requested(self) -> bool:
-        """True once a stop was asked for."""
-        return self.graceful.is_set()
-
-
 class Runner:
     """Fetches every pending row of a store with a pool of workers sharing one pacer."""
 
-    def __init__(
-        self,
-        store: Store,
-        client: httpx.AsyncClient,
-        pacer: Pacer,
-        settings: RunSettings,
-        *,
-        stop: Stop | None = None,
-        run_id: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        jitter: Callable[[float], float] = backoff.full_jitter,
-    ) -> None:
-        self.store = store
-        self.client = client
-        self.pacer = pacer
-        self.settings = settings
-        self.clock = clock
-        self.sleep = sleep
-        self.jitter = jitter
+    def __init__(self, ctx: RunContext, *, run_id: int | None = None) -> None:
+        self.ctx = ctx
         self.run_id = run_id
-        self.tally = Tally()
-        self.stop = stop or Stop()
-        self.health = Health(
-            outage_limit=settings.pace.outage_limit, where=settings.where, clock=clock, wall=wall
-        )
-        self.timeline = MinuteLog(clock=clock, wall=wall)
-        self.ended_by: BatchmapError | None = None  # a 401/403 or an API that cannot be used
         self._ready: deque[Claim] = deque()
         self._retries: list[tuple[float, int, Claim]] = []
         self._in_flight: dict[int, Claim] = {}
         self._condemned: dict[int, Record] = {}  # out of attempts; failed once the API answers
-        self._streak_charges: Counter[int] = Counter()  # attempts spent since a good answer
         self._owed: dict[int, int] = {}  # attempts refunded to rows that were in flight
         self._held_404: list[Record] = []  # a new job's first 404s, until something else answers
         self._probation = False
         self._held_redirects: list[Record] = []  # redirects elsewhere, until something else answers
         self._only_redirects = True  # every answer of this run so far was a redirect elsewhere
-        self.wall = wall
         # A server-named wait longer than the pacer holds (an hour): kept here, exactly.
-        self._hold_until = clock() + max(0.0, settings.wait_until - wall())
+        self._hold_until = ctx.clock() + max(0.0, ctx.settings.wait_until - ctx.wall())
         self.server_wait: ServerWait | None = None  # saved in the job by the session
         self._exhausted = False
         self._wake = asyncio.Event()
@@ -164,11 +85,12 @@ class Runner:
 
     async def run(self) -> Tally:
         """Work until no row is left, a stop is requested, or the run must end."""
-        self.tally.started_at = self.clock()
-        counts = self.store.counts()
+        ctx = self.ctx
+        ctx.tally.started_at = ctx.clock()
+        counts = ctx.store.counts()
         self._probation = counts[JobState.DONE] + counts[JobState.NO_HEATMAP] == 0
-        if self.settings.prefilter:
-            self.prefilter = Prefilter(self)
+        if ctx.settings.prefilter:
+            self.prefilter = Prefilter(ctx, self)
         helpers = [
             asyncio.create_task(self._watch_stop()),
             asyncio.create_task(self._flush_now_and_then()),
@@ -176,14 +98,14 @@ class Runner:
         if self.prefilter is not None:
             helpers.append(asyncio.create_task(self.prefilter.run()))
         try:
-            await asyncio.gather(*(self._worker() for _ in range(self.settings.pace.concurrency)))
+            await asyncio.gather(*(self._worker() for _ in range(ctx.settings.pace.concurrency)))
         finally:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            if not self.stopping and self._held_redirects and self._only_redirects:
+            if not ctx.stopping and self._held_redirects and self._only_redirects:
                 self._stop_for_redirects()  # every answer was a redirect: about the address
-            if not self.stopping:
+            if not ctx.stopping:
                 # The work is over: whatever waited for proof that the API is up is final now.
                 for record in (*self._held_404, *self._held_redirects, *self._condemned.values()):
                     self._finish(record)  # counted as this run's, like every other end
@@ -205,40 +127,28 @@ class Runner:
                     )
                 ),
             ]
-            self.store.release(leftover)
+            ctx.store.release(leftover)
             self._ready.clear()
             self._retries.clear()
-        if self.ended_by is not None:
-            raise self.ended_by
-        return self.tally
-
-    @property
-    def stopping(self) -> bool:
-        """True once a stop was requested or the run must end."""
-        return self.stop.graceful.is_set()
+        if ctx.ended_by is not None:
+            raise ctx.ended_by
+        return ctx.tally
 
     @property
     def in_flight(self) -> int:
         """Requests under way (for 'stopping: N requests in flight')."""
         return sum(1 for phase in self._phase.values() if phase == FETCHING)
 
-    def end(self, error: BatchmapError) -> None:
-        """End the run at once with `error` (raised by run()), abandoning requests in flight."""
-        if self.ended_by is None:
-            self.ended_by = error
-        self.stop.graceful.set()
-        self.stop.force.set()
-
     async def _watch_stop(self) -> None:
         # The first stop interrupts workers waiting for their turn; requests in flight get
         # GRACE seconds (real time: a service manager kills at 10 s), then are abandoned, as
         # at once on a second stop or the end of the run. Their rows go back to pending.
         # A worker writing a file is never interrupted.
-        await self.stop.graceful.wait()
+        await self.ctx.stop.graceful.wait()
         self._wake.set()
         self._interrupt(WAITING)
         try:
-            await asyncio.wait_for(self.stop.force.wait(), GRACE)
+            await asyncio.wait_for(self.ctx.stop.force.wait(), GRACE)
         except TimeoutError:
             log.info("abandoning %d request(s) still in flight after %.0f s", self.in_flight, GRACE)
         self._interrupt(WAITING, FETCHING)
@@ -266,17 +176,18 @@ class Runner:
             if not isinstance(error, BatchmapError):
                 log.debug("unexpected error in a worker", exc_info=True)
                 error = BatchmapError(f"unexpected error, run stopped: {error!r}")
-            self.end(error)
+            self.ctx.end(error)
 
     async def _next_job(self) -> Claim | None:
-        while not self.stopping:
-            now = self.clock()
+        ctx = self.ctx
+        while not ctx.stopping:
+            now = ctx.clock()
             if self._retries and self._retries[0][0] <= now:
                 return heapq.heappop(self._retries)[2]
             asking = self.prefilter is not None and self.prefilter.active
             if not self._ready and not self._exhausted:
-                claimed = self.store.claim(
-                    max(32, 4 * self.settings.pace.concurrency), asked_only=asking
+                claimed = ctx.store.claim(
+                    max(32, 4 * ctx.settings.pace.concurrency), asked_only=asking
                 )
                 if self.prefilter is not None:
                     self.prefilter.claimed(len(claimed))
@@ -289,7 +200,7 @@ class Runner:
             # Wait for a retry to come due, or for another worker or the prefilter to move on.
             self._wake.clear()
             await self._first_of(
-                self._wake.wait(), self.sleep(self._retries[0][0] - now) if self._retries else None
+                self._wake.wait(), ctx.sleep(self._retries[0][0] - now) if self._retries else None
             )
         return None
 
@@ -306,46 +217,48 @@ class Runner:
 
     async def turn(self) -> float | None:
         """Wait for the pacer in the interruptible phase; None when a stop came meanwhile."""
+        ctx = self.ctx
         me = asyncio.current_task()
         assert me is not None
         self._phase[me] = WAITING
         try:
-            while (left := self._hold_until - self.clock()) > 0:
-                await self.sleep(left)  # a long wait the server named, beyond the pacer's hour
-            sent_at = await self.pacer.wait_turn()
+            while (left := self._hold_until - ctx.clock()) > 0:
+                await ctx.sleep(left)  # a long wait the server named, beyond the pacer's hour
+            sent_at = await ctx.pacer.wait_turn()
         except asyncio.CancelledError:
-            if not self.stopping:
+            if not ctx.stopping:
                 raise
             me.uncancel()
             return None
         finally:
             self._phase.pop(me, None)
-        return None if self.stopping else sent_at
+        return None if ctx.stopping else sent_at
 
     async def _process(self, job: Claim) -> None:
         sent_at = await self.turn()
         if sent_at is None:
             return  # no new request after a stop: released to pending by run()
+        ctx = self.ctx
         me = asyncio.current_task()
         assert me is not None
         try:
             self._phase[me] = FETCHING
             outcome = await fetch_heatmap(
-                self.client,
+                ctx.client,
                 job.identifier,
-                timeout=self.settings.timeout,
-                max_bytes=self.settings.max_body,
+                timeout=ctx.settings.timeout,
+                max_bytes=ctx.settings.max_body,
             )
         except asyncio.CancelledError:
-            if not self.stopping:
+            if not ctx.stopping:
                 raise  # not our stop: let it through
             me.uncancel()
             return  # interrupted by a stop: released to pending by run()
         finally:
             self._phase.pop(me, None)
         # From here on nothing interrupts the worker: a fetched heatmap is always settled.
-        self.tally.requests += 1
-        self.timeline.count_answer(outcome)
+        ctx.tally.requests += 1
+        ctx.timeline.count_answer(outcome)
         self.learn(outcome, sent_at=sent_at)
         self._decide(job, outcome)
         if len(self._unrecorded) >= RECORD_BATCH:
@@ -353,34 +266,36 @@ class Runner:
 
     def learn(self, outcome: Outcome, *, sent_at: float) -> None:
         """Tell the pacer about an answer; a wait longer than allowed ends the run."""
+        ctx = self.ctx
         if outcome.http_status is None:
-            self.pacer.on_no_answer(sent_at=sent_at)
+            ctx.pacer.on_no_answer(sent_at=sent_at)
         else:
-            self.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
+            ctx.pacer.on_answer(outcome.http_status, outcome.headers, sent_at=sent_at)
         wait = outcome.retry_after
         if wait is not None and wait > MAX_PAUSE:
             # Longer than the pacer holds: kept exactly, here and in the job (session saves it).
-            now = self.wall()
-            self._hold_until = max(self._hold_until, self.clock() + wait)
+            now = ctx.wall()
+            self._hold_until = max(self._hold_until, ctx.clock() + wait)
             self.server_wait = ServerWait(now + wait, outcome.http_status)
-        if wait is not None and wait > self.settings.pace.max_wait:
-            now = self.wall()
-            self.end(
+        if wait is not None and wait > ctx.settings.pace.max_wait:
+            now = ctx.wall()
+            ctx.end(
                 ApiUnusableError(
                     f"the API asked to wait {until_text(now + wait, now=now)} (HTTP "
                     f"{outcome.http_status} Retry-After), over --max-wait "
-                    f"({self.settings.pace.max_wait:g} s); rows are pending: `batchmap resume` "
+                    f"({ctx.settings.pace.max_wait:g} s); rows are pending: `batchmap resume` "
                     "then, or with a larger --max-wait to wait it out"
                 )
             )
         elif wait is not None and outcome.verdict is Meaning.RETRY:
             # A 5xx's Retry-After pauses everyone, as a 429's does (the pacer sees 503 itself).
-            self.pacer.pause(
-                self.clock() + wait, f"server asked to wait (HTTP {outcome.http_status})"
+            ctx.pacer.pause(
+                ctx.clock() + wait, f"server asked to wait (HTTP {outcome.http_status})"
             )
 
     def _path_for(self, job: Claim) -> Path:
-        return heatmap_path(self.settings.out, job.identifier, layout=self.settings.layout)
+        settings = self.ctx.settings
+        return heatmap_path(settings.out, job.identifier, layout=settings.layout)
 
     def _drop_stray_file(self, job: Claim) -> None:
         # A row that ends without a heatmap keeps no file, even one an earlier crash left.
@@ -389,12 +304,12 @@ class Runner:
     def _decide(self, job: Claim, outcome: Outcome) -> None:
         if outcome.verdict is Meaning.STOP:
             # The key or account is refused: stop the whole run at once, touching no row.
-            self.end(AuthError(stop_message(outcome.http_status or 401)))
+            self.ctx.end(AuthError(stop_message(outcome.http_status or 401)))
             return
         del self._in_flight[job.rowid]
         if job.rowid in self._owed:  # attempts an outage refunded while it was in flight
             job = Claim(job.rowid, job.identifier, job.attempts - self._owed.pop(job.rowid))
-        if self.stopping and self.ended_by is not None:
+        if self.ctx.stopping and self.ctx.ended_by is not None:
             self._ready.append(job)  # the run is ending for the API's sake: back to pending
             return
         if outcome.verdict is Meaning.RETRY and outcome.failure not in (None, Failure.BODY):
@@ -404,7 +319,7 @@ class Runner:
         attempts = job.attempts + 1
         match outcome.verdict:
             case Meaning.DONE:
-                saved = stage(self._path_for(job), outcome.body, out=self.settings.out)
+                saved = stage(self._path_for(job), outcome.body, out=self.ctx.settings.out)
                 self._finish(Record(job, JobState.DONE, attempts, 200, saved=saved))
             case Meaning.NO_HEATMAP:
                 self._drop_stray_file(job)
@@ -419,7 +334,7 @@ class Runner:
                 self._charge(job, outcome, attempts)
             case Meaning.RATE_LIMITED:
                 # Not the job's fault and not an attempt: first in line once the pause ends.
-                self.tally.rate_limited += 1
+                self.ctx.tally.rate_limited += 1
                 self._ready.appendleft(job)
         if outcome.http_status not in (404, 429) and outcome.failure is not Failure.REDIRECT:
             self._end_probation()  # something else answered: the base URL reaches the API
@@ -428,8 +343,7 @@ class Runner:
 
     def _answered(self) -> None:
         """A good answer: the API is up, so rows that ran out of attempts did fail."""
-        lasted = self.health.on_answer()
-        self._streak_charges.clear()
+        lasted = self.ctx.health.on_answer()
         if lasted is not None:
             log.info("the API answers again after %.0f s", lasted)
         if self._condemned:
@@ -437,35 +351,43 @@ class Runner:
                 self._finish(record)
             self._condemned.clear()
 
-    def _transient(self, job: Claim, outcome: Outcome) -> None:
+    def failed(self, row: int | None, outcome: Outcome) -> Call:
+        """A request about `row` (None: a classifications batch) failed transiently.
+
+        Health says whose fault it is; this acts on it for the workers and the prefilter
+        alike: an API that cannot be used ends the run, an outage gives back the attempts
+        Health names and pauses the pool for a probe. Charging is left to the caller.
+        """
+        ctx = self.ctx
         assert outcome.failure is not None
-        self.tally.last_error = outcome.error
-        call = self.health.on_failure(job.identifier, outcome.failure, outcome.error or "")
+        ctx.tally.last_error = outcome.error
+        call = ctx.health.on_failure(row, outcome.failure, outcome.error or "")
         if call.give_up is not None:
-            self._ready.append(job)
-            self.end(ApiUnusableError(call.give_up))
-            return
-        if call.refund:
-            self._refund()
+            ctx.end(ApiUnusableError(call.give_up))
+            return call
+        self._refund(call.refund)
         if call.pause_for > 0:
-            self.pacer.pause(self.clock() + call.pause_for, call.reason, probe=True)
+            ctx.pacer.pause(ctx.clock() + call.pause_for, call.reason, probe=True)
+        return call
+
+    def _transient(self, job: Claim, outcome: Outcome) -> None:
+        call = self.failed(job.rowid, outcome)
         if call.charge:
             self._charge(job, outcome, job.attempts + 1)
         else:
-            # Not the row's fault. Last in line: the next probe tries another identifier
-            # (silence is judged over several of them, health.Health).
+            # Not the row's fault (or the run ends). Last in line: the next probe tries another
+            # identifier (silence is judged over several of them, health.Health).
             self._ready.append(job)
 
     def _charge(self, job: Claim, outcome: Outcome, attempts: int) -> None:
         """Spend one attempt of the row: back off and retry, or fail once the API is up."""
-        self.tally.last_error = outcome.error
-        self.store.record_attempt(
+        ctx = self.ctx
+        ctx.tally.last_error = outcome.error
+        ctx.store.record_attempt(
             job, attempts=attempts, http_status=outcome.http_status, error=outcome.error
         )
         retry = Claim(job.rowid, job.identifier, attempts)
-        if outcome.failure is not Failure.BODY:
-            self._streak_charges[job.rowid] += 1  # refunded if this turns out to be an outage
-        if attempts >= self.settings.pace.max_attempts:
+        if attempts >= ctx.settings.pace.max_attempts:
             record = self._failure(retry, outcome, attempts=attempts, retryable=True)
             if outcome.failure is Failure.BODY:
                 self._finish(record)
@@ -475,19 +397,19 @@ class Runner:
         delay = backoff_delay(
             attempts,
             retry_after=outcome.retry_after,
-            base=self.settings.pace.backoff_base,
-            jitter=self.jitter,
+            base=ctx.settings.pace.backoff_base,
+            jitter=ctx.jitter,
         )
-        heapq.heappush(self._retries, (self.clock() + delay, job.rowid, retry))
-        self.tally.retries += 1
+        heapq.heappush(self._retries, (ctx.clock() + delay, job.rowid, retry))
+        ctx.tally.retries += 1
 
-    def _refund(self) -> None:
-        """An outage was declared: the failures since the last good answer were not the rows'.
+    def _refund(self, refund: Mapping[int, int]) -> None:
+        """An outage was declared: give back the attempts Health names (rowid -> attempts).
 
-        Each attempt they cost is given back, wherever the row is now: waiting for its retry,
-        out of attempts, or in flight again (then when its answer comes).
+        Wherever the row is now: waiting for its retry, out of attempts, or in flight again
+        (then when its answer comes; the row at hand too, which is settled next).
         """
-        owed, self._streak_charges = self._streak_charges, Counter()
+        owed = dict(refund)
         kept = []
         for due, rowid, job in self._retries:
             if rowid in owed:
@@ -506,7 +428,7 @@ class Runner:
     def _hold_404(self, job: Claim, outcome: Outcome, attempts: int) -> None:
         self._held_404.append(self._failure(job, outcome, attempts=attempts, retryable=False))
         if len(self._held_404) >= PROBATION:
-            self.end(
+            self.ctx.end(
                 ApiUnusableError(
                     f"every request answered 404 ({len(self._held_404)} of {len(self._held_404)}"
                     f"): check --base-url (path prefix?) and the CSV column (--column); the rows "
@@ -523,7 +445,7 @@ class Runner:
 
     def _stop_for_redirects(self) -> None:
         said = self._held_redirects[-1].error or "every request was redirected elsewhere"
-        self.end(ApiUnusableError(f"{said}; no row failed, rows are pending"))
+        self.ctx.end(ApiUnusableError(f"{said}; no row failed, rows are pending"))
 
     def _end_redirect_hold(self) -> None:
         self._only_redirects = False
@@ -539,7 +461,7 @@ class Runner:
             self._held_404.clear()
 
     def _failure(self, job: Claim, outcome: Outcome, *, attempts: int, retryable: bool) -> Record:
-        self.tally.last_error = outcome.error
+        self.ctx.tally.last_error = outcome.error
         return Record(
             job, JobState.FAILED, attempts, outcome.http_status, error=outcome.error,
             retryable=retryable,
@@ -548,14 +470,8 @@ class Runner:
     def _finish(self, record: Record) -> None:
         if record.state is not JobState.DONE:
             self._drop_stray_file(record.job)
-        self.tally.finished[record.state] += 1
-        self.timeline.count_finished(1)
+        self.ctx.finished(record.state)
         self._unrecorded.append(record)
-
-    def finish_classified(self, count: int) -> None:
-        """Rows the prefilter ended `no_heatmap` (already recorded by the store)."""
-        self.tally.finished[JobState.NO_HEATMAP] += count
-        self.timeline.count_finished(count, no_heatmap=True)
 
     async def flush(self, *, final: bool = False) -> None:
         """Publish staged heatmaps durably, then record the batch and the timeline in one commit.
@@ -569,22 +485,24 @@ class Runner:
     async def _flush(self, *, final: bool) -> None:
         async with self._flushing:
             batch, self._unrecorded = self._unrecorded, []
-            now = self.clock()
+            ctx = self.ctx
+            now = ctx.clock()
             due = final or now - self._timeline_flushed >= TIMELINE_EVERY
             if not batch and not due:
                 return
             paths = [Path(record.saved.path) for record in batch if record.saved]
             if paths:
-                await asyncio.to_thread(publish, paths, out=self.settings.out)
-            minutes = self.timeline.take(self.pacer.view()) if self.run_id is not None else []
-            self.store.record(batch, timeline=minutes, run_id=self.run_id)
+                await asyncio.to_thread(publish, paths, out=ctx.settings.out)
+            minutes = ctx.timeline.take(ctx.pacer.view()) if self.run_id is not None else []
+            ctx.store.record(batch, timeline=minutes, run_id=self.run_id)
             self._timeline_flushed = now
 
     async def _flush_now_and_then(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_EVERY)  # real time: this bounds the loss to a crash
-            self.timeline.sample_pause(self.pacer.view(), outage=self.health.in_outage)
-            overdue = self.health.overdue()  # on a clock, not only when a request ends
-            if overdue is not None and not self.stopping:
-                self.end(ApiUnusableError(overdue))
+            ctx = self.ctx
+            ctx.timeline.sample_pause(ctx.pacer.view(), outage=ctx.health.in_outage)
+            overdue = ctx.health.overdue()  # on a clock, not only when a request ends
+            if overdue is not None and not ctx.stopping:
+                ctx.end(ApiUnusableError(overdue))
             await self.flush()

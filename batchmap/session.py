@@ -25,6 +25,7 @@ import httpx
 
 from batchmap import originals
 from batchmap.config import DEFAULT_BASE_URL, DEFAULT_LAYOUT, DEFAULT_OUT, Api, Output, Pace
+from batchmap.context import RunContext, RunSettings, Stop, Tally
 from batchmap.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -42,7 +43,7 @@ from batchmap.pacer import Pacer
 from batchmap.policy import RETRY_AFTER_MAX, check_api_key
 from batchmap.prefilter import META_KEY as PREFILTER_KEY
 from batchmap.prefilter import NO_PREFILTER_KEY, remembered_unavailable
-from batchmap.runner import Runner, RunSettings, ServerWait, Stop, Tally
+from batchmap.runner import Runner, ServerWait
 from batchmap.store import Store, check_database
 from batchmap.timeline import ETA_WINDOW
 from batchmap.where import check_sources, say_where
@@ -244,7 +245,8 @@ async def _fetch(
         proxy=proxy,
     )  # fmt: skip
     async with client:
-        runner = Runner(store, client, pacer, settings, stop=stop, run_id=run_id)
+        ctx = RunContext.make(store, client, pacer, settings, stop=stop)
+        runner = Runner(ctx, run_id=run_id)
         watch = Watch(runner, store.counts())
         ticker = asyncio.create_task(_tick(runner, watch, on_progress))
         task = asyncio.ensure_future(runner.run())
@@ -252,7 +254,7 @@ async def _fetch(
             tally = await asyncio.shield(task)
         except asyncio.CancelledError:
             # Cancelling the caller's task is a stop: finish gracefully, then re-raise.
-            runner.stop.request()
+            ctx.stop.request()
             await asyncio.gather(task, return_exceptions=True)
             raise
         finally:
@@ -265,8 +267,8 @@ async def _fetch(
     return RunResult(
         counts=counts,
         tally=tally,
-        interrupted=runner.stop.requested,
-        elapsed=runner.clock() - tally.started_at,
+        interrupted=ctx.stop.requested,
+        elapsed=ctx.clock() - tally.started_at,
         retryable_failures=store.retryable_failures(),
     )
 
@@ -276,9 +278,9 @@ async def _tick(
 ) -> None:
     saved: dict[str, Any] = {}
     while True:
-        state = with_server_wait(runner.pacer.state(), runner.server_wait)
+        state = with_server_wait(runner.ctx.pacer.state(), runner.server_wait)
         if state != saved:
-            runner.store.set_meta("pacer", state)  # a server-imposed pause survives a restart
+            runner.ctx.store.set_meta("pacer", state)  # a server-imposed pause survives a restart
             saved = state
         if on_progress is not None:
             on_progress(watch.progress())
@@ -295,16 +297,17 @@ class Watch:
 
     def progress(self) -> Progress:
         """The counts at start plus what this run did since; rate and ETA over a long window."""
-        runner, base = self.runner, self.base
-        finished = runner.tally.finished
+        runner, ctx, base = self.runner, self.runner.ctx, self.base
+        tally = ctx.tally
+        finished = tally.finished
         done = base[JobState.DONE] + finished[JobState.DONE]
         no_heatmap = base[JobState.NO_HEATMAP] + finished[JobState.NO_HEATMAP]
         failed = base[JobState.FAILED] + finished[JobState.FAILED]
         total = sum(base.values())
         pending = total - done - no_heatmap - failed
-        now = runner.clock()
+        now = ctx.clock()
         self._history.append((now, sum(finished.values())))
-        view = runner.pacer.view()
+        view = ctx.pacer.view()
         # A long window: a fixed-window limiter's pause must not swing the ETA (it spans at
         # least two of the longest learned windows, at most ETA_WINDOW).
         longest = max((window for _, window in view.limits), default=30.0)
@@ -321,9 +324,8 @@ class Watch:
         return Progress(
             done=done, no_heatmap=no_heatmap, failed=failed, pending=pending, total=total,
             rate=rate, pacer_rate=view.rate, eta=pending / pace if pace else None, pause=pause,
-            requests=runner.tally.requests, retries=runner.tally.retries,
-            rate_limited=runner.tally.rate_limited, last_error=runner.tally.last_error,
-            stopping=runner.stopping, in_flight=runner.in_flight,
+            requests=tally.requests, retries=tally.retries, rate_limited=tally.rate_limited,
+            last_error=tally.last_error, stopping=ctx.stopping, in_flight=runner.in_flight,
         )  # fmt: skip
 
 

@@ -27,13 +27,16 @@ def health(clock: Clock, *, answered: bool = True, limit: float = 3600.0) -> Hea
     return h
 
 
+ANSWER = "answer"  # a step that is a good answer, not a failure
+
+
 @dataclass(frozen=True)
 class Step:
-    identifier: str | None  # None: a good answer
+    row: int | str | None  # the rowid a request was about (None: classifications), or ANSWER
     failure: Failure = S
     charge: bool = False
     pause: bool = False
-    refund: frozenset[str] = frozenset()
+    refund: dict[int, int] | None = None  # rowid -> attempts given back (None: nothing)
     give_up: bool = False
 
 
@@ -42,22 +45,61 @@ class Step:
     [
         (
             "a broken row among good answers pays for each failure",
-            [Step("a", charge=True), Step(None), Step("a", charge=True), Step(None)],
+            [Step(1, charge=True), Step(ANSWER), Step(1, charge=True), Step(ANSWER)],
         ),
         (
-            "STREAK identifiers failing for STREAK_SECONDS are an outage; the streak is refunded",
+            "STREAK rows failing for STREAK_SECONDS are an outage; what they paid is given back",
             [
-                Step("a", charge=True),
-                Step("b", charge=True),
-                Step("c", pause=True, refund=frozenset("abc")),
-                Step("d", pause=True),  # during the outage nobody pays
-                Step(None),
-                Step("e", charge=True),  # over: a failure is the row's own again
+                Step(1, charge=True),
+                Step(2, charge=True),
+                Step(3, pause=True, refund={1: 1, 2: 1}),  # 3 paid nothing: it revealed it
+                Step(4, pause=True),  # during the outage nobody pays
+                Step(ANSWER),
+                Step(5, charge=True),  # over: a failure is the row's own again
             ],
         ),
         (
-            "one identifier failing again and again is not an outage",
-            [Step("a", charge=True), Step("a", charge=True), Step("a", charge=True)],
+            "a row that paid twice in the streak gets both attempts back",
+            [
+                Step(1, charge=True),
+                Step(1, charge=True),
+                Step(2, charge=True),
+                Step(3, pause=True, refund={1: 2, 2: 1}),
+            ],
+        ),
+        (
+            "what a row paid before a good answer is its own: not given back",
+            [
+                Step(1, charge=True),
+                Step(ANSWER),
+                Step(2, charge=True),
+                Step(3, charge=True),
+                Step(4, pause=True, refund={2: 1, 3: 1}),
+            ],
+        ),
+        (
+            "a classifications request counts in the streak, and no row is paid back for it",
+            [
+                Step(None, charge=True),
+                Step(1, charge=True),
+                Step(2, pause=True, refund={1: 1}),
+            ],
+        ),
+        (
+            "once refunded, an outage that ends leaves nothing more to give back",
+            [
+                Step(1, charge=True),
+                Step(2, charge=True),
+                Step(3, pause=True, refund={1: 1, 2: 1}),
+                Step(ANSWER),
+                Step(4, charge=True),
+                Step(5, charge=True),
+                Step(6, pause=True, refund={4: 1, 5: 1}),
+            ],
+        ),
+        (
+            "one row failing again and again is not an outage",
+            [Step(1, charge=True), Step(1, charge=True), Step(1, charge=True)],
         ),
     ],
 )
@@ -66,13 +108,14 @@ def test_who_pays_for_a_failure(name: str, steps: list[Step]) -> None:
     h = health(clock)
     for step in steps:
         clock.now += 1
-        if step.identifier is None:
+        if step.row == ANSWER:
             h.on_answer()
             continue
-        call = h.on_failure(step.identifier, step.failure, "HTTP 503")
+        assert not isinstance(step.row, str)
+        call = h.on_failure(step.row, step.failure, "HTTP 503")
         assert call.charge is step.charge, (name, step)
         assert (call.pause_for > 0) is step.pause, (name, step)
-        assert call.refund == step.refund, (name, step)
+        assert call.refund == (step.refund or {}), (name, step)
         assert (call.give_up is not None) is step.give_up, (name, step)
 
 
@@ -82,7 +125,7 @@ def test_outage_probes_back_off_to_a_cap_and_say_since_when() -> None:
     pauses = []
     for i in range(STREAK + 12):
         clock.now += 1  # failures over more than STREAK_SECONDS, with no good answer
-        call = h.on_failure(f"id{i}", T, "no answer within 30s")
+        call = h.on_failure(i, T, "no answer within 30s")
         if call.pause_for:
             pauses.append(call.pause_for)
             clock.now += call.pause_for
@@ -96,18 +139,18 @@ def test_an_outage_longer_than_the_limit_gives_up_with_what_to_do() -> None:
     h = health(clock, limit=600)
     for i in range(STREAK):
         clock.now += 1
-        h.on_failure(f"id{i}", C, "ConnectError: refused")
+        h.on_failure(i, C, "ConnectError: refused")
     clock.now += 597
-    assert h.on_failure("x", C, "ConnectError: refused").give_up is None
+    assert h.on_failure(10, C, "ConnectError: refused").give_up is None
     clock.now += 2
-    message = h.on_failure("y", C, "ConnectError: refused").give_up
+    message = h.on_failure(11, C, "ConnectError: refused").give_up
     assert message is not None and "--outage-limit" in message and "batchmap resume" in message
 
 
 def test_an_address_that_never_answered_gives_up_after_a_few_probes_naming_it() -> None:
     clock = Clock()
     h = health(clock, answered=False)
-    calls = [h.on_failure("a", C, "ConnectError: refused") for _ in range(START_PROBES)]
+    calls = [h.on_failure(1, C, "ConnectError: refused") for _ in range(START_PROBES)]
     assert all(not call.charge for call in calls)
     assert all(call.pause_for > 0 for call in calls[:-1])
     message = calls[-1].give_up
@@ -118,7 +161,7 @@ def test_timeouts_before_the_first_answer_are_probed_not_given_up_on() -> None:
     clock = Clock()
     h = health(clock, answered=False)
     for _ in range(START_PROBES * 3):
-        call = h.on_failure("a", T, "timed out")
+        call = h.on_failure(1, T, "timed out")
         assert not call.charge and call.give_up is None and call.pause_for > 0
 
 
@@ -127,7 +170,7 @@ def test_an_ended_outage_reports_how_long_it_lasted() -> None:
     h = health(clock)
     for i in range(STREAK):
         clock.now += 1
-        h.on_failure(f"id{i}", S, "HTTP 503")
+        h.on_failure(i, S, "HTTP 503")
     clock.now += 40
     assert h.in_outage
     lasted = h.on_answer()
@@ -143,26 +186,25 @@ def test_a_flaky_server_that_answers_between_failures_is_never_an_outage() -> No
         if i % 2:
             h.on_answer()
             continue
-        call = h.on_failure(f"id{i}", S, "HTTP 503")
+        call = h.on_failure(i, S, "HTTP 503")
         assert call.charge and call.pause_for == 0
 
 
 def test_failures_of_many_rows_within_a_moment_are_not_yet_an_outage() -> None:
     clock = Clock()
     h = health(clock)
-    calls = [h.on_failure(f"id{i}", C, "refused") for i in range(6)]  # all in one instant
+    calls = [h.on_failure(i, C, "refused") for i in range(6)]  # all in one instant
     assert all(call.charge for call in calls) and not h.in_outage
     clock.now += 2.5
-    assert h.on_failure("late", C, "refused").refund == frozenset({*(f"id{i}" for i in range(6)),
-                                                                  "late"})  # fmt: skip
+    assert h.on_failure(6, C, "refused").refund == dict.fromkeys(range(6), 1)
 
 
 def test_the_outage_limit_is_checked_on_a_clock_not_only_when_a_request_ends() -> None:
     clock = Clock()
     h = health(clock, limit=10.0)
-    for name in "abc":
+    for row in (1, 2, 3):
         clock.now += 1
-        h.on_failure(name, S, "HTTP 503")
+        h.on_failure(row, S, "HTTP 503")
     assert h.in_outage and h.overdue() is None
     clock.now += 11  # no request ended meanwhile (a probe in flight for --timeout)
     said = h.overdue()
@@ -172,13 +214,13 @@ def test_the_outage_limit_is_checked_on_a_clock_not_only_when_a_request_ends() -
 def test_rows_failing_on_their_own_never_make_an_outage() -> None:
     clock = Clock()
     h = health(clock)
-    for name in "abc":  # each fails while the API answers others: suspects from now on
-        assert h.on_failure(name, S, "HTTP 500").charge
+    for row in (1, 2, 3):  # each fails while the API answers others: suspects from now on
+        assert h.on_failure(row, S, "HTTP 500").charge
         h.on_answer()
     for _ in range(5):  # then only they are left, failing with no good answer between
-        for name in "abc":
+        for row in (1, 2, 3):
             clock.now += 1
-            call = h.on_failure(name, S, "HTTP 500")
+            call = h.on_failure(row, S, "HTTP 500")
             assert call.charge and not call.pause_for and not call.refund
     assert not h.in_outage
 
@@ -186,16 +228,16 @@ def test_rows_failing_on_their_own_never_make_an_outage() -> None:
 def test_a_body_that_trickles_past_the_timeout_is_the_rows_own() -> None:
     clock = Clock()
     h = health(clock)
-    for name in "abcdef":
+    for row in range(6):
         clock.now += 1
-        assert h.on_failure(name, Failure.TIMEOUT, "timed out after 30s").charge
+        assert h.on_failure(row, Failure.TIMEOUT, "timed out after 30s").charge
     assert not h.in_outage
 
 
 def test_silence_before_any_answer_gives_up_after_three_identifiers() -> None:
     clock = Clock()
     h = health(clock, answered=False)
-    calls = [h.on_failure(name, T, "no answer within 30s") for name in "aab"]
+    calls = [h.on_failure(row, T, "no answer within 30s") for row in (1, 1, 2)]
     assert all(call.give_up is None for call in calls)
-    given_up = h.on_failure("c", T, "no answer within 30s").give_up
+    given_up = h.on_failure(3, T, "no answer within 30s").give_up
     assert given_up is not None and "never answers" in given_up and "api.test:443" in given_up

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import httpx
 
+from batchmap.context import RunContext, RunSettings
 from batchmap.files import Layout
 from batchmap.models import JobState
 from batchmap.pacer import Pacer
 from batchmap.progress import plain_line
-from batchmap.runner import Runner, RunSettings
+from batchmap.runner import Runner
 from batchmap.session import Watch
 from batchmap.store import Store
 from batchmap.timeline import human_seconds
@@ -27,15 +28,15 @@ def test_a_plain_line_says_counts_rate_eta_and_why_the_pool_waits(tmp_path: Path
     clock = FakeClock()
     pacer = Pacer(max_rate=2.0, clock=clock, sleep=clock.sleep)
     client = httpx.AsyncClient()
-    runner = Runner(
-        Store(tmp_path / "jobs.db"), client, pacer, RunSettings(out=tmp_path, layout=Layout.FLAT),
-        clock=clock,
-    )  # fmt: skip
+    runner = Runner(RunContext.make(
+        Store(tmp_path / "jobs.db"), client, pacer,
+        RunSettings(out=tmp_path, prefilter=False, layout=Layout.FLAT), clock=clock,
+    ))  # fmt: skip
     base = {state: 0 for state in JobState}
     base[JobState.PENDING] = 100
     watch = Watch(runner, base)
     watch.progress()
-    runner.tally.finished[JobState.DONE] = 20
+    runner.ctx.tally.finished[JobState.DONE] = 20
     clock.now += 10
     pacer.on_answer(429, {"retry-after": "30"}, sent_at=clock())
     line = plain_line(watch.progress())
@@ -47,10 +48,10 @@ def test_a_plain_line_says_counts_rate_eta_and_why_the_pool_waits(tmp_path: Path
 def test_the_eta_holds_steady_through_a_minute_window_pause(tmp_path: Path) -> None:
     clock = FakeClock()
     pacer = Pacer(clock=clock, sleep=clock.sleep)
-    runner = Runner(
+    runner = Runner(RunContext.make(
         Store(tmp_path / "jobs.db"), httpx.AsyncClient(), pacer,
-        RunSettings(out=tmp_path, layout=Layout.FLAT), clock=clock,
-    )  # fmt: skip
+        RunSettings(out=tmp_path, prefilter=False, layout=Layout.FLAT), clock=clock,
+    ))  # fmt: skip
     base = {state: 0 for state in JobState}
     base[JobState.PENDING] = 200
     watch = Watch(runner, base)
@@ -58,7 +59,7 @@ def test_the_eta_holds_steady_through_a_minute_window_pause(tmp_path: Path) -> N
     # 2 per second for 30 s, then a 30 s pause (60 per minute), three times over.
     for second in range(180):
         if second % 60 < 30:
-            runner.tally.finished[JobState.DONE] += 2
+            runner.ctx.tally.finished[JobState.DONE] += 2
         clock.now += 1
         eta = watch.progress().eta
         if second >= 60 and eta is not None:

@@ -16,12 +16,13 @@ import pytest
 import batchmap.runner as runner_module
 from batchmap import files
 from batchmap.config import Pace
+from batchmap.context import RunContext, RunSettings, Tally
 from batchmap.errors import ApiUnusableError, AuthError, StorageError
 from batchmap.fetch import make_client
 from batchmap.files import Layout
-from batchmap.models import JobState, Meaning, Outcome
+from batchmap.models import Failure, JobState, Meaning, Outcome
 from batchmap.pacer import Pacer
-from batchmap.runner import PROBATION, Runner, RunSettings, Tally
+from batchmap.runner import PROBATION, Runner
 from batchmap.store import Store
 from tests.limiters import FakeClock
 from tests.pngs import tiny_png
@@ -63,12 +64,12 @@ class Harness:
                 transport=httpx.MockTransport(logged),
             )  # fmt: skip
             async with client:
-                runner = Runner(
+                ctx = RunContext.make(
                     self.store, client, self.pacer, self.settings,
-                    run_id=self.store.start_run({}),
                     clock=self.clock, wall=lambda: 1.8e9 + self.clock(), sleep=self.clock.sleep,
                     jitter=lambda ceiling: ceiling,
                 )  # fmt: skip
+                runner = Runner(ctx, run_id=self.store.start_run({}))
                 original = self.pacer.pause
 
                 def pause(until: float, reason: str, **kw: bool) -> None:
@@ -277,7 +278,7 @@ def test_a_graceful_stop_returns_unfinished_rows_to_pending(tmp_path: Path) -> N
 
     def handler(request: httpx.Request) -> httpx.Response:
         if len(h.requests) == 5:
-            runner_box[0].stop.request()
+            runner_box[0].ctx.stop.request()
         return png_response(request)
 
     h.run(handler, before=runner_box.append)
@@ -312,11 +313,42 @@ def test_a_flush_cancelled_halfway_still_records_its_batch(
 
     async def go() -> None:
         async with httpx.AsyncClient() as client:
-            await scenario(Runner(h.store, client, h.pacer, h.settings))
+            await scenario(Runner(RunContext.make(h.store, client, h.pacer, h.settings)))
 
     asyncio.run(go())
     assert h.store.counts()[JobState.DONE] == 2
     assert all(Path(str(row["path"])).exists() for row in h.store.rows())
+
+
+def test_an_outage_a_classifications_request_reveals_gives_the_workers_attempts_back(
+    tmp_path: Path,
+) -> None:
+    # One handler for every transient failure: whichever request shows the API is down, the
+    # attempts rows paid since its last good answer are given back (Health names them).
+    h = Harness(tmp_path, ["a", "b"], prefilter=True)
+    down = Outcome(Meaning.RETRY, 503, error="HTTP 503", failure=Failure.SERVER)
+
+    async def scenario(runner: Runner) -> None:
+        runner.ctx.health.on_answer()  # the API answered once: failures are rows' own again
+        for job in h.store.claim(2):
+            runner._in_flight[job.rowid] = job
+            runner._decide(job, down)
+        assert sorted((job.identifier, job.attempts) for _, _, job in runner._retries) == [
+            ("a", 1), ("b", 1),
+        ]  # fmt: skip
+        h.clock.now += 3
+        assert runner.failed(None, down).pause_for > 0  # the third subject: an outage
+        assert not runner._retries
+        assert sorted((job.identifier, job.attempts) for job in runner._ready) == [
+            ("a", 0), ("b", 0),
+        ]  # fmt: skip
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as client:
+            await scenario(Runner(RunContext.make(h.store, client, h.pacer, h.settings,
+                                                  clock=h.clock)))  # fmt: skip
+
+    asyncio.run(go())
 
 
 # --------------------------------------------------------------------------- the prefilter

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from batchmap.config import Output
+from batchmap.context import Tally
 from batchmap.errors import InputError
 from batchmap.files import Layout
 from batchmap.models import JobState
-from batchmap.runner import Tally
 from batchmap.session import (
     RunResult,
     check_base_url,
