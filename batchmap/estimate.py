@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchmap.ids import IdSource
-from batchmap.prefilter import NO_PREFILTER_KEY
+from batchmap.prefilter import NO_PREFILTER_KEY, on_by_default
 from batchmap.report import learned_limits
 from batchmap.store import check_database
 from batchmap.timeline import human_seconds
@@ -167,7 +167,7 @@ def _compare(
     limits = learned_limits(pacer.get("windows")) if isinstance(pacer, dict) else []
     remembered = bool(limits)
     if prefilter is None:
-        prefilter = not _json(meta.get(NO_PREFILTER_KEY))
+        prefilter = on_by_default(_json(meta.get(NO_PREFILTER_KEY)))
     return Estimate(new, pending, unasked, share, limits or list(DOCUMENTED_LIMITS), remembered,
                     max_rate, limit, prefilter)  # fmt: skip
 

@@ -34,6 +34,12 @@ META_KEY = "prefilter"
 NO_PREFILTER_KEY = "no_prefilter"  # meta: true once a run was told --no-prefilter
 
 
+def on_by_default(no_prefilter: object) -> bool:
+    """Whether a run that names neither --prefilter nor --no-prefilter uses the prefilter:
+    on, unless the job remembers a --no-prefilter (the NO_PREFILTER_KEY meta value)."""
+    return not no_prefilter
+
+
 def remembered_unavailable(meta: Any, base_url: str) -> str | None:
     """Why the endpoint was found unusable at this base URL before, or None."""
     if isinstance(meta, dict) and meta.get("base_url") == base_url and not meta.get("available"):

@@ -42,7 +42,7 @@ from batchmap.models import JobState, LoadStats
 from batchmap.pacer import Pacer
 from batchmap.policy import RETRY_AFTER_MAX, check_api_key
 from batchmap.prefilter import META_KEY as PREFILTER_KEY
-from batchmap.prefilter import NO_PREFILTER_KEY, remembered_unavailable
+from batchmap.prefilter import NO_PREFILTER_KEY, on_by_default, remembered_unavailable
 from batchmap.runner import Runner, ServerWait
 from batchmap.store import Store, check_database
 from batchmap.timeline import ETA_WINDOW
@@ -409,7 +409,7 @@ def with_server_wait(state: dict[str, Any], wait: ServerWait | None) -> dict[str
 def remember_prefilter(store: Store, wanted: bool | None) -> bool:
     """Whether to use the prefilter: as asked (and remembered), or as the job remembers."""
     if wanted is None:
-        return not store.get_meta(NO_PREFILTER_KEY)
+        return on_by_default(store.get_meta(NO_PREFILTER_KEY))
     if bool(store.get_meta(NO_PREFILTER_KEY)) == wanted:
         store.set_meta(NO_PREFILTER_KEY, not wanted)
     return wanted
