@@ -6,7 +6,6 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from types import TracebackType
 
 from batchmap.errors import LockedError
 
@@ -67,12 +66,7 @@ class JobLock:
         finally:
             os.close(fd)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
