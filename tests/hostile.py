@@ -403,20 +403,26 @@ def redirect_loop() -> Handler:
     return lambda request: Reply(302, (("Location", request.target),), b"")
 
 
+def about(identifiers: Sequence[str], reply: Reply, *, then: Handler | None = None) -> Handler:
+    """`reply` to every heatmap request about `identifiers`, always; the rest as `then`."""
+    after = then or fake_heatmaps()
+    chosen = frozenset(identifiers)
+
+    def handle(request: Request) -> Action | Awaitable[Action]:
+        if unquote(request.path.rpartition("/")[2]) in chosen:
+            return reply
+        return after(request)
+
+    return handle
+
+
 def stalling(
     identifiers: Sequence[str], *, every: float = 0.5, then: Handler | None = None
 ) -> Handler:
     """For `identifiers`: a 200 image/png whose 1000-byte body comes a byte every `every` s."""
-    after = then or fake_heatmaps()
-    slow = frozenset(identifiers)
-
-    def handle(request: Request) -> Action | Awaitable[Action]:
-        if unquote(request.path.rpartition("/")[2]) in slow:
-            headers = (("Content-Type", "image/png"),)
-            return Reply(200, headers, PNG_SIGNATURE + bytes(992), trickle=every, piece=1)
-        return after(request)
-
-    return handle
+    headers = (("Content-Type", "image/png"),)
+    body = PNG_SIGNATURE + bytes(992)
+    return about(identifiers, Reply(200, headers, body, trickle=every, piece=1), then=then)
 
 
 def silent() -> Handler:
@@ -479,12 +485,4 @@ def failing(
     identifiers: Sequence[str], *, status: int = 500, then: Handler | None = None
 ) -> Handler:
     """`status` for every request about `identifiers`, always; the rest as `then`."""
-    after = then or fake_heatmaps()
-    broken = frozenset(identifiers)
-
-    def handle(request: Request) -> Action | Awaitable[Action]:
-        if unquote(request.path.rpartition("/")[2]) in broken:
-            return json_reply(status, {"message": "Server Error"})
-        return after(request)
-
-    return handle
+    return about(identifiers, json_reply(status, {"message": "Server Error"}), then=then)
