@@ -365,7 +365,8 @@ class Runner:
         if call.give_up is not None:
             ctx.end(ApiUnusableError(call.give_up))
             return call
-        self._refund(call.refund)
+        if call.refund:  # only when an outage is declared: the retry heap is rebuilt
+            self._refund(call.refund)
         if call.pause_for > 0:
             ctx.pacer.pause(ctx.clock() + call.pause_for, call.reason, probe=True)
         return call
